@@ -1,0 +1,379 @@
+"""The project's compute config: ``modal.toml``, validated, with precedence and provenance.
+
+Modal itself never reads a project file called ``modal.toml`` (its own ``~/.modal.toml``
+holds only token profiles); this file is canvascast's. Precedence, highest first:
+
+    command-line flag  >  environment (CANVASCAST_<TABLE>__<KEY>)  >  modal.toml  >  defaults
+
+Every effective value remembers where it came from (``Config.sources``), which is what
+``canvascast config show`` prints. Every problem is reported at once, each naming the file
+(or environment variable), the key path and what is allowed.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+
+from canvascast_cli.errors import ConfigError
+
+CONFIG_FILENAME = "modal.toml"
+ENV_PREFIX = "CANVASCAST_"
+
+# GPU types Modal accepts (optionally with a count, "A100:2"). Modal checks this only on
+# the server, at deploy time; checking here turns a failed deploy into a clear local error.
+GPU_TYPES = (
+    "T4", "L4", "A10G", "A10", "L40S", "A100", "A100-40GB", "A100-80GB", "H100", "H200", "B200",
+)
+_GPU_RE = re.compile(r"^(?P<type>[A-Za-z0-9-]+?)(?::(?P<count>[1-8]))?$")
+
+
+class _Strict(BaseModel):
+    # TOML values are typed already: a string where a number belongs is a mistake, not
+    # something to coerce. Unknown keys are mistakes too (usually typos).
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class AppConfig(_Strict):
+    name: str = Field("canvascast", pattern=r"^[a-z0-9][a-z0-9-]{0,62}$",
+                      description="Modal app name the functions are deployed under.")
+    environment: str | None = Field(None, description="Modal environment (default: the profile's).")
+    endpoint: str | None = Field(
+        None, pattern=r"^https?://\S+$",
+        description="Base URL of the HTTP endpoint (ASGI app) for the HTTP backend.")
+
+
+class FunctionConfig(_Strict):
+    gpu: str | None = Field(None, description="GPU type, optionally with a count (A10G, H100:2).")
+    cpu: float | None = Field(None, ge=0.125, le=64, description="CPU cores reserved.")
+    memory: int | None = Field(None, ge=128, le=344064, description="Memory reserved, MiB.")
+    timeout: int = Field(300, ge=10, le=86400, description="Seconds before an attempt is killed.")
+    retries: int = Field(0, ge=0, le=10, description="Server-side retries per call.")
+    min_containers: int = Field(0, ge=0, le=100, description="Containers kept warm.")
+    max_containers: int = Field(10, ge=1, le=1000, description="Upper bound on containers.")
+    scaledown_window: int = Field(60, ge=2, le=1200,
+                                  description="Idle seconds before a container scales down.")
+    batch_size: int | None = Field(None, ge=1, le=64, description="Items per invocation.")
+
+    @field_validator("gpu")
+    @classmethod
+    def _known_gpu(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        match = _GPU_RE.match(value)
+        if not match or match["type"].upper() not in GPU_TYPES:
+            raise ValueError(
+                f"unknown GPU {value!r}; allowed: {', '.join(GPU_TYPES)} "
+                "(optionally with a count 1-8, e.g. 'H100:2')")
+        return value
+
+    # A field validator (not a model validator) so that min > max is reported together
+    # with any other problem in the same table.
+    @field_validator("max_containers")
+    @classmethod
+    def _min_le_max(cls, value: int, info: ValidationInfo) -> int:
+        low = info.data.get("min_containers")
+        if low is not None and low > value:
+            raise ValueError(f"must be at least min_containers ({low}); got {value}")
+        return value
+
+
+class FunctionsConfig(_Strict):
+    # The seed's values: A10G for images and whisper, 4 CPU / 8 GiB for render.
+    generate_images: FunctionConfig = FunctionConfig(
+        gpu="A10G", timeout=300, retries=2, max_containers=10, scaledown_window=60, batch_size=5)
+    render_video: FunctionConfig = FunctionConfig(
+        cpu=4.0, memory=8192, timeout=600, retries=1, max_containers=5, scaledown_window=120)
+    transcribe_audio: FunctionConfig = FunctionConfig(
+        gpu="A10G", timeout=180, retries=2, max_containers=10, scaledown_window=60)
+
+
+class BreakerConfig(_Strict):
+    failure_threshold: int = Field(5, ge=1, le=1000,
+                                   description="Consecutive failures that open the circuit.")
+    reset_timeout: float = Field(60.0, gt=0, le=86400,
+                                 description="Seconds open before one trial call is let through.")
+
+
+_DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+FunctionName = Literal["generate_images", "render_video", "transcribe_audio"]
+
+
+class WarmWindow(_Strict):
+    function: FunctionName
+    days: list[Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]] = list(_DAYS)
+    start: str = Field(pattern=r"^([01]\d|2[0-3]):[0-5]\d$", description="HH:MM")
+    end: str = Field(pattern=r"^([01]\d|2[0-3]):[0-5]\d$|^24:00$", description="HH:MM")
+    min_containers: int = Field(1, ge=1, le=100)
+
+    @field_validator("end")
+    @classmethod
+    def _start_before_end(cls, value: str, info: ValidationInfo) -> str:
+        start = info.data.get("start")
+        if start is not None and start >= value:
+            raise ValueError(f"must be after start ({start}); got {value}; "
+                             "split a window that crosses midnight in two")
+        return value
+
+
+class WarmConfig(_Strict):
+    timezone: str = Field("UTC", description="IANA time zone the windows are read in.")
+    windows: list[WarmWindow] = []
+
+
+class PricingConfig(_Strict):
+    """USD per second, Modal's list prices (modal.com/pricing); override with your own."""
+
+    cpu_core_second: float = Field(0.0000131, ge=0)
+    memory_gib_second: float = Field(0.00000222, ge=0)
+    gpu_second: dict[str, float] = {
+        "T4": 0.000164, "L4": 0.000222, "A10G": 0.000306, "A10": 0.000306,
+        "L40S": 0.000542, "A100": 0.000583, "A100-40GB": 0.000583, "A100-80GB": 0.000694,
+        "H100": 0.001097, "H200": 0.001261, "B200": 0.001736,
+    }
+
+
+class Settings(_Strict):
+    app: AppConfig = AppConfig()
+    functions: FunctionsConfig = FunctionsConfig()
+    breaker: BreakerConfig = BreakerConfig()
+    warm: WarmConfig = WarmConfig()
+    pricing: PricingConfig = PricingConfig()
+
+
+@dataclass(frozen=True)
+class Config:
+    """Validated settings plus where each leaf value came from."""
+
+    settings: Settings
+    path: Path | None
+    sources: dict[str, str] = field(default_factory=dict)
+
+    def rows(self) -> list[tuple[str, Any, str]]:
+        """``(key path, value, source)`` for every leaf, in a stable order."""
+        flat = _flatten(self.settings.model_dump())
+        return [(key, value, self.sources.get(key, "default")) for key, value in flat.items()]
+
+
+# ---------------------------------------------------------------------------------------
+# Loading
+
+
+def find_config(start: Path | None = None) -> Path | None:
+    """The nearest ``modal.toml`` in ``start`` (default: cwd) or one of its parents."""
+    here = (start or Path.cwd()).resolve()
+    for folder in (here, *here.parents):
+        candidate = folder / CONFIG_FILENAME
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def load_config(
+    path: Path | str | None = None,
+    *,
+    env: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    search: bool = True,
+) -> Config:
+    """Read, merge and validate the config.
+
+    ``path``: an explicit file (``--config`` / ``CANVASCAST_CONFIG``); it must exist.
+    Without it the nearest ``modal.toml`` is used when ``search`` is true.
+    ``overrides``: dotted key path -> value, from command-line flags.
+    """
+    env = os.environ if env is None else env
+    if path is None and env.get(ENV_PREFIX + "CONFIG"):
+        path = env[ENV_PREFIX + "CONFIG"]
+    config_path: Path | None
+    if path is not None:
+        config_path = Path(path).expanduser()
+        if not config_path.is_file():
+            raise ConfigError(f"{config_path}: config file not found")
+    else:
+        config_path = find_config() if search else None
+
+    raw: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+    problems: list[str] = []
+
+    if config_path is not None:
+        file_data = _read_toml(config_path)
+        _merge(raw, file_data, sources, str(config_path))
+
+    env_data, env_sources, env_problems = _env_overrides(env)
+    problems += env_problems
+    _merge(raw, env_data, sources, None, explicit_sources=env_sources)
+
+    if overrides:
+        nested: dict[str, Any] = {}
+        for dotted, value in overrides.items():
+            _set_path(nested, dotted.split("."), value)
+        _merge(raw, nested, sources, "flag")
+
+    try:
+        settings = Settings.model_validate(raw)
+    except ValidationError as exc:
+        problems += _describe(exc, sources, config_path)
+    if problems:
+        where = str(config_path) if config_path else "configuration"
+        noun = "problem" if len(problems) == 1 else "problems"
+        raise ConfigError(f"{where}: {len(problems)} {noun}", details=problems)
+    return Config(settings=settings, path=config_path, sources=sources)
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as fh:
+            return tomllib.load(fh)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
+
+
+def _env_overrides(env: Mapping[str, str]) -> tuple[dict[str, Any], dict[str, str], list[str]]:
+    """``CANVASCAST_FUNCTIONS__RENDER_VIDEO__TIMEOUT=900`` -> functions.render_video.timeout.
+
+    Only names with a ``__`` are config keys; the others (CANVASCAST_JSON, ...) are global
+    options. Values are read as TOML literals (``900``, ``true``, ``"A10G"``), falling back
+    to a plain string, so ``CANVASCAST_FUNCTIONS__RENDER_VIDEO__GPU=T4`` works unquoted.
+    """
+    data: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+    problems: list[str] = []
+    known = set(_flatten(Settings().model_dump(), lists_are_leaves=True))
+    for name in sorted(env):
+        if not name.startswith(ENV_PREFIX) or "__" not in name:
+            continue
+        dotted = name[len(ENV_PREFIX):].lower().replace("__", ".")
+        is_pricing_gpu = dotted.startswith("pricing.gpu_second.")
+        if dotted not in known and not is_pricing_gpu:
+            parent = dotted.rsplit(".", 1)[0]
+            siblings = sorted(k.rsplit(".", 1)[1] for k in known if k.rsplit(".", 1)[0] == parent)
+            hint = f"; allowed in {parent}: {', '.join(siblings)}" if siblings else ""
+            problems.append(f"{name} (environment): no config key {dotted}{hint}")
+            continue
+        if is_pricing_gpu:
+            # GPU names are upper case with dashes (A100-80GB): keep the name as written.
+            raw_key = name[len(ENV_PREFIX):].split("__", 2)[2]
+            dotted = "pricing.gpu_second." + raw_key.replace("_", "-")
+        _set_path(data, dotted.split("."), _parse_env_value(env[name]))
+        sources[dotted] = f"env {name}"
+    return data, sources, problems
+
+
+def _parse_env_value(text: str) -> Any:
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def _merge(
+    into: dict[str, Any],
+    data: Mapping[str, Any],
+    sources: dict[str, str],
+    source: str | None,
+    *,
+    explicit_sources: Mapping[str, str] | None = None,
+    prefix: str = "",
+) -> None:
+    for key, value in data.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, Mapping) and isinstance(into.get(key, {}), dict):
+            child = into.setdefault(key, {})
+            _merge(child, value, sources, source, explicit_sources=explicit_sources,
+                   prefix=dotted + ".")
+            continue
+        into[key] = value
+        label = explicit_sources.get(dotted) if explicit_sources else source
+        sources[dotted] = label or "default"
+
+
+def _set_path(target: dict[str, Any], parts: list[str], value: Any) -> None:
+    for part in parts[:-1]:
+        target = target.setdefault(part, {})
+    target[parts[-1]] = value
+
+
+def _flatten(
+    data: Mapping[str, Any], prefix: str = "", *, lists_are_leaves: bool = True
+) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, Mapping) and value and not dotted.startswith("pricing.gpu_second."):
+            out.update(_flatten(value, dotted + ".", lists_are_leaves=lists_are_leaves))
+        else:
+            out[dotted] = value
+    return out
+
+
+def _describe(exc: ValidationError, sources: Mapping[str, str], path: Path | None) -> list[str]:
+    """One line per pydantic error: origin, key path, what is wrong and what is allowed."""
+    lines = []
+    for err in exc.errors(include_url=False):
+        loc = [str(p) for p in err["loc"]]
+        dotted = ".".join(loc)
+        origin = _origin(dotted, sources, path)
+        message = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            allowed = _allowed_keys(loc[:-1])
+            message = "unknown key" + (f"; allowed: {', '.join(allowed)}" if allowed else "")
+        elif err["type"] not in ("value_error", "missing") and "input" in err:
+            message += f" (got {err['input']!r})"
+        lines.append(f"{origin}: {dotted or '(top level)'}: {message}")
+    return lines
+
+
+def _origin(dotted: str, sources: Mapping[str, str], path: Path | None) -> str:
+    candidates = [dotted] + [k for k in sources if k.startswith(dotted + ".")]
+    for key in candidates:
+        if key in sources:
+            return sources[key]
+    return str(path) if path else "defaults"
+
+
+def _allowed_keys(loc: Iterable[str]) -> list[str]:
+    model: Any = Settings
+    for part in loc:
+        if part.isdigit():
+            continue
+        info = getattr(model, "model_fields", {}).get(part)
+        if info is None:
+            return []
+        annotation = info.annotation
+        args = getattr(annotation, "__args__", ())
+        model = next((a for a in (annotation, *args) if isinstance(a, type)
+                      and issubclass(a, BaseModel)), None)
+        if model is None:
+            return []
+    return list(getattr(model, "model_fields", {}))
+
+
+def function_cost_per_second(settings: Settings, function: FunctionName) -> float:
+    """What one second of ``function`` costs on Modal with the configured resources.
+
+    Used for the estimate printed before a remote run and for the "would have cost" line
+    of a local run. Unset CPU/memory count as Modal's minimum reservation (0.125 core,
+    128 MiB).
+    """
+    fn: FunctionConfig = getattr(settings.functions, function)
+    pricing = settings.pricing
+    rate = (fn.cpu or 0.125) * pricing.cpu_core_second
+    rate += (fn.memory or 128) / 1024 * pricing.memory_gib_second
+    if fn.gpu:
+        match = _GPU_RE.match(fn.gpu)
+        assert match is not None  # validated
+        gpu_type = match["type"].upper()
+        count = int(match["count"] or 1)
+        rate += count * pricing.gpu_second.get(gpu_type, 0.0)
+    return rate

@@ -1,0 +1,132 @@
+"""Running ffmpeg: which binary, progress from ``-progress``, failures as FFmpegError.
+
+Arguments are always passed as a list (never a shell string), and filter arguments never
+contain user-supplied paths: files the filtergraph reads (the ASS script, fonts) are placed
+in a private working directory and named relatively, so nothing needs filter escaping.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import subprocess
+import threading
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import IO
+
+from canvascast_cli.errors import FFmpegError, InvalidInput
+
+FFMPEG_ENV = "CANVASCAST_FFMPEG"
+_TAIL_LINES = 15
+
+
+def ffmpeg_exe(explicit: str | None = None) -> str:
+    """The ffmpeg to run: ``explicit``, else ``$CANVASCAST_FFMPEG``, else imageio-ffmpeg's
+    static build (ffmpeg 9 with libx264 and libass)."""
+    chosen = explicit or os.environ.get(FFMPEG_ENV)
+    if chosen:
+        path = Path(chosen).expanduser()
+        if not (path.is_file() and os.access(path, os.X_OK)):
+            origin = "--ffmpeg" if explicit else FFMPEG_ENV
+            raise InvalidInput(f"{origin}: {chosen} is not an executable file")
+        return str(path)
+    try:
+        import imageio_ffmpeg
+    except ImportError:  # pragma: no cover - the render extra installs it
+        raise InvalidInput(
+            "no ffmpeg: install the render extra (pip install 'canvascast[render]') or set "
+            f"{FFMPEG_ENV} to an ffmpeg with libx264 and libass") from None
+    return str(imageio_ffmpeg.get_ffmpeg_exe())
+
+
+class FFmpegProcess:
+    """An ffmpeg child whose stdin we feed, whose ``-progress`` we parse on stdout and
+    whose stderr we keep the last lines of (for the error message)."""
+
+    def __init__(
+        self,
+        args: Sequence[str],
+        *,
+        cwd: Path | None = None,
+        on_progress: Callable[[dict[str, str]], None] | None = None,
+    ) -> None:
+        self.args = list(args)
+        self._tail: collections.deque[str] = collections.deque(maxlen=_TAIL_LINES)
+        self._on_progress = on_progress
+        self.proc = subprocess.Popen(
+            self.args,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            cwd=cwd,
+            bufsize=0,
+        )
+        assert self.proc.stdout is not None and self.proc.stderr is not None
+        self._readers = [
+            threading.Thread(target=self._read_progress, args=(self.proc.stdout,), daemon=True),
+            threading.Thread(target=self._read_stderr, args=(self.proc.stderr,), daemon=True),
+        ]
+        for reader in self._readers:
+            reader.start()
+
+    @property
+    def stdin(self) -> IO[bytes]:
+        assert self.proc.stdin is not None
+        return self.proc.stdin
+
+    def _read_progress(self, stream: IO[bytes]) -> None:
+        block: dict[str, str] = {}
+        for raw in stream:
+            key, _, value = raw.decode("utf-8", "replace").strip().partition("=")
+            block[key] = value
+            if key == "progress":  # each block ends with progress=continue|end
+                if self._on_progress is not None:
+                    self._on_progress(block)
+                block = {}
+
+    def _read_stderr(self, stream: IO[bytes]) -> None:
+        for raw in stream:
+            line = raw.decode("utf-8", "replace").rstrip()
+            if line:
+                self._tail.append(line)
+
+    def finish(self) -> None:
+        """Close stdin, wait, and raise FFmpegError (with stderr's last lines) on failure."""
+        try:
+            self.stdin.close()
+        except BrokenPipeError:
+            pass
+        code = self.proc.wait()
+        for reader in self._readers:
+            reader.join(timeout=5)
+        if code != 0:
+            raise self.error(code)
+
+    def error(self, code: int | None = None) -> FFmpegError:
+        code = self.proc.poll() if code is None else code
+        tail = list(self._tail) or ["(ffmpeg printed nothing on stderr)"]
+        return FFmpegError(f"ffmpeg failed (exit status {code}); its last lines:", details=tail)
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+        for reader in self._readers:
+            reader.join(timeout=5)
+
+
+def run_ffmpeg(args: Sequence[str], *, cwd: Path | None = None, timeout: float | None = None
+               ) -> str:
+    """Run ffmpeg to completion with no stdin; return stderr, raise FFmpegError on failure."""
+    try:
+        done = subprocess.run(list(args), capture_output=True, cwd=cwd, timeout=timeout,
+                              stdin=subprocess.DEVNULL)
+    except subprocess.TimeoutExpired:
+        raise FFmpegError(f"ffmpeg did not finish within {timeout:g} s") from None
+    stderr = done.stderr.decode("utf-8", "replace")
+    if done.returncode != 0:
+        tail = [line for line in stderr.splitlines() if line.strip()][-_TAIL_LINES:]
+        raise FFmpegError(f"ffmpeg failed (exit status {done.returncode}); its last lines:",
+                          details=tail)
+    return stderr
