@@ -259,14 +259,15 @@ class Timeline(_Model):
 
 
 def scene_frames(duration: float, fps: float) -> int:
-    return round(duration * fps)
+    """Frames for ``duration`` seconds: nearest whole frame, halves rounded up."""
+    return math.floor(duration * fps + 0.5 + 1e-9)
 
 
 def crossfade_frames(timeline: Timeline) -> list[int]:
     """Frames of overlap between scene i and i+1 (0 for a cut); one per scene but the last."""
     fps = timeline.output.fps
     return [
-        round(s.transition.duration * fps) if s.transition.type == "crossfade" else 0
+        scene_frames(s.transition.duration, fps) if s.transition.type == "crossfade" else 0
         for s in timeline.scenes[:-1]
     ]
 

@@ -23,6 +23,9 @@ DOWNLOAD_TIMEOUT = 30.0
 
 
 def resolve_timeline(timeline: Timeline, base_dir: Path) -> ResolvedTimeline:
+    """Check every input of ``timeline``; relative paths are read from ``base_dir``."""
+    # Absolute, because ffmpeg runs in a private working directory.
+    base_dir = base_dir.expanduser().absolute()
     problems: list[str] = []
 
     images: list[Path | None] = [None] * len(timeline.scenes)

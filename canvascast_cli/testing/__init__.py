@@ -1,0 +1,1 @@
+"""Test-support helpers: synthetic media with known ground truth, for tests and demo assets."""
