@@ -19,6 +19,7 @@ sub-pixel smooth.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -45,9 +46,14 @@ _RGB_TO_YUV709 = np.array(
 
 # Largest output error (pixels) accepted from the fast resize path before falling back to
 # warpAffine; warpAffine's own fixed-point grid is 1/32 px.
-_PHASE_TOLERANCE = 1 / 40
+_PHASE_TOLERANCE = 1 / 32
 _CHROMA_TOLERANCE = 1 / 16
-_PHASE_CANDIDATES = 64
+# Output offsets tried; a zoom close to 1 needs many to reach every fractional phase.
+_PHASE_CANDIDATES = 256
+# Replicated border above and left of each prepared plane (even: chroma gets half).
+_PAD = 256
+_CHROMA_X = np.array([0.25, 0.5, 0.25], dtype=np.float32)
+_CHROMA_Y = np.array([0.5, 0.5], dtype=np.float32)
 
 
 def rgb_to_yuv709(rgb: np.ndarray) -> np.ndarray:
@@ -80,19 +86,19 @@ def load_rgb(path: Path, *, min_size: tuple[int, int] | None = None,
 
 @dataclass(frozen=True)
 class PreparedImage:
-    """A still as YUV planes, scaled so its cover-fitted view is exactly the output size."""
+    """A still as YUV planes, scaled so its cover-fitted view is exactly the output size.
 
-    y: np.ndarray  # H x W
-    u: np.ndarray  # H/2 x W/2, chroma sited at the centre of each 2x2 luma block
+    The planes carry ``pad`` replicated pixels above and left of the picture (``pad/2``
+    for chroma) so the resize path can start its crop before a view that touches the
+    top or left edge (see ``_phase``). ``width``/``height`` are the picture's own size.
+    """
+
+    y: np.ndarray  # pad + H  x  pad + W
+    u: np.ndarray  # (pad + H)/2 x (pad + W)/2, sited at luma (2k, 2l + 0.5)
     v: np.ndarray
-
-    @property
-    def width(self) -> int:
-        return int(self.y.shape[1])
-
-    @property
-    def height(self) -> int:
-        return int(self.y.shape[0])
+    width: int
+    height: int
+    pad: int
 
 
 def prepare_image(rgb: np.ndarray, out_w: int, out_h: int) -> PreparedImage:
@@ -107,8 +113,18 @@ def prepare_image(rgb: np.ndarray, out_w: int, out_h: int) -> PreparedImage:
                          else cv2.INTER_CUBIC)
     yuv = rgb_to_yuv709(rgb)
     y = np.ascontiguousarray(yuv[:, :, 0])
-    uv = cv2.resize(yuv[:, :, 1:], (w // 2, h // 2), interpolation=cv2.INTER_AREA)
-    return PreparedImage(y, np.ascontiguousarray(uv[:, :, 0]), np.ascontiguousarray(uv[:, :, 1]))
+    # 4:2:0 with H.264's default ("left") siting: chroma sample (k, l) sits at luma
+    # (2k, 2l + 0.5). Filter [1 2 1]/4 across, [1 1]/2 down, then keep every other sample.
+    uv = cv2.sepFilter2D(yuv[:, :, 1:], -1, _CHROMA_X, _CHROMA_Y, anchor=(1, 0),
+                         borderType=cv2.BORDER_REPLICATE)[::2, ::2]
+    pad, half = _PAD, _PAD // 2
+    return PreparedImage(
+        y=cv2.copyMakeBorder(y, pad, 0, pad, 0, cv2.BORDER_REPLICATE),
+        u=cv2.copyMakeBorder(np.ascontiguousarray(uv[:, :, 0]), half, 0, half, 0,
+                             cv2.BORDER_REPLICATE),
+        v=cv2.copyMakeBorder(np.ascontiguousarray(uv[:, :, 1]), half, 0, half, 0,
+                             cv2.BORDER_REPLICATE),
+        width=w, height=h, pad=pad)
 
 
 def _even(value: float) -> int:
@@ -130,20 +146,24 @@ class FrameBuffer:
 def render_view(image: PreparedImage, view: View, out: FrameBuffer) -> None:
     """Sample ``image`` through ``view`` into ``out`` (bilinear, float-precision origin)."""
     z = view.zoom
-    if z == 1.0 and view.left.is_integer() and view.top.is_integer():
-        left, top = int(view.left), int(view.top)
-        out.y[:] = image.y[top: top + out.height, left: left + out.width]
-        out.u[:] = image.u[top // 2: top // 2 + out.height // 2, left // 2: left // 2 + out.width // 2]
-        out.v[:] = image.v[top // 2: top // 2 + out.height // 2, left // 2: left // 2 + out.width // 2]
+    pad = image.pad
+    left, top = view.left + pad, view.top + pad  # in padded-plane coordinates
+    if z == 1.0 and left % 2 == 0 and top % 2 == 0:
+        # Whole, even offsets: luma and chroma are plain copies.
+        x, y, w, h = int(left), int(top), out.width, out.height
+        out.y[:] = image.y[y: y + h, x: x + w]
+        out.u[:] = image.u[y // 2: (y + h) // 2, x // 2: (x + w) // 2]
+        out.v[:] = image.v[y // 2: (y + h) // 2, x // 2: (x + w) // 2]
         return
     # Output pixel centre (u, v) samples source index (ox + u/z, oy + v/z).
-    ox = view.left + 0.5 / z - 0.5
-    oy = view.top + 0.5 / z - 0.5
+    ox = left + 0.5 / z - 0.5
+    oy = top + 0.5 / z - 0.5
     resample(image.y, z, ox, oy, out.y, tolerance=_PHASE_TOLERANCE)
-    # Chroma: H.264's default 4:2:0 siting puts an output chroma sample at luma position
-    # (2i, 2j + 0.5); a prepared chroma sample k covers luma 2k..2k+1 (centre 2k + 0.5).
-    cox = view.left / 2 + 0.25 / z - 0.5
-    coy = view.top / 2 + 0.5 / z - 0.5
+    # Chroma, output and prepared alike, is sited at luma (2i, 2j + 0.5): output chroma
+    # (i, j) samples source luma (left + (2i + 0.5)/z - 0.5, top + (2j + 1)/z - 0.5),
+    # which is prepared chroma (that x / 2, (that y - 0.5) / 2).
+    cox = left / 2 + 0.25 / z - 0.25
+    coy = top / 2 + 0.5 / z - 0.5
     # Chroma is smooth and half resolution: an error of 1/16 chroma pixel (1/8 luma pixel)
     # is invisible, and lets nearly every frame take the fast path.
     resample(image.u, z, cox, coy, out.u, tolerance=_CHROMA_TOLERANCE)
@@ -161,9 +181,8 @@ def resample(src: np.ndarray, z: float, ox: float, oy: float, dst: np.ndarray, *
         (cx, kx, nx), (cy, ky, ny) = px, py
         crop = src[cy: cy + ny, cx: cx + nx]
         scaled = cv2.resize(crop, None, fx=z, fy=z, interpolation=cv2.INTER_LINEAR)
-        if scaled.shape[0] >= ky + out_h and scaled.shape[1] >= kx + out_w:
-            dst[:] = scaled[ky: ky + out_h, kx: kx + out_w]
-            return
+        dst[:] = scaled[ky: ky + out_h, kx: kx + out_w]
+        return
     matrix = np.array([[1 / z, 0.0, ox], [0.0, 1 / z, oy]])
     cv2.warpAffine(src, matrix, (out_w, out_h), dst=dst,
                    flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
@@ -176,23 +195,31 @@ def _phase(origin: float, z: float, out_n: int, src_n: int, tolerance: float
 
     ``cv2.resize(crop, fx=z)`` samples crop index ``(d + 0.5)/z - 0.5`` for output ``d``; we
     read outputs ``d = u + k``, which sample ``c + (u + k + 0.5)/z - 0.5``. That equals the
-    wanted ``origin + u/z`` when ``c = origin + 0.5 - (k + 0.5)/z``: pick the ``k`` for which
-    that is closest to an integer.
+    wanted ``origin + u/z`` when ``c = origin + 0.5 - (k + 0.5)/z``: take the smallest ``k``
+    (least extra resizing) for which that is within ``tolerance`` output pixels of a whole
+    number. A plain loop: it usually stops within a few candidates.
     """
-    ks = np.arange(_PHASE_CANDIDATES, dtype=np.float64)
-    starts = origin + 0.5 - (ks + 0.5) / z
-    nearest = np.rint(starts)
-    error = np.abs(starts - nearest) * z  # in output pixels
-    error[nearest < 0] = np.inf
-    k = int(np.argmin(error))
-    if error[k] > tolerance:
+    inverse = 1.0 / z
+    start = origin + 0.5 - 0.5 * inverse
+    for k in range(_PHASE_CANDIDATES):
+        exact = start - k * inverse
+        c = math.floor(exact + 0.5)
+        if c < 0:
+            return None  # further candidates only move left
+        if abs(exact - c) * z <= tolerance:
+            break
+    else:
         return None
-    c = int(nearest[k])
-    # Last source index read is origin + (out_n - 1)/z, plus one neighbour for bilinear.
-    end = min(src_n, int(np.floor(origin + (out_n - 1) / z)) + 2)
-    if end - c < 2:
+    # The crop must hold the last source index read (origin + (out_n - 1)/z) and its
+    # bilinear neighbour, and resize to at least k + out_n samples (resize rounds n*z).
+    needed = max(math.floor(origin + (out_n - 1) * inverse) + 2 - c,
+                 math.ceil((k + out_n + 0.5) * inverse))
+    # Past the image's edge, resize replicates the crop's last sample: exactly what
+    # BORDER_REPLICATE does for the whole image, so a crop cut at the edge is still exact.
+    n = min(needed, src_n - c)
+    if n < 2 or round(n * z) < k + out_n:
         return None
-    return c, k, end - c
+    return c, k, n
 
 
 @lru_cache(maxsize=8)

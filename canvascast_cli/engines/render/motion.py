@@ -68,10 +68,10 @@ def view_at(motion: Motion, p: float, img_w: int, img_h: int, out_w: int, out_h:
         else:
             top = (1.0 - t) * free_y
         return View(left, top, zoom)
-    # No motion: the cover-fitted view around the focus, on whole pixels (nothing moves,
-    # so nothing can jitter, and a plain copy is exact).
-    left = round(_clamp(fx * img_w - out_w / 2, 0.0, img_w - out_w))
-    top = round(_clamp(fy * img_h - out_h / 2, 0.0, img_h - out_h))
+    # No motion: the cover-fitted view around the focus, on even pixels (nothing moves,
+    # so nothing can jitter, and a plain copy of luma and 4:2:0 chroma is exact).
+    left = 2 * math.floor(_clamp(fx * img_w - out_w / 2, 0.0, img_w - out_w) / 2)
+    top = 2 * math.floor(_clamp(fy * img_h - out_h / 2, 0.0, img_h - out_h) / 2)
     return View(float(left), float(top), 1.0)
 
 
