@@ -63,7 +63,8 @@ def root(
 
 app.command(
     "render",
-    help="Render a JSON timeline to an H.264/AAC MP4.",
+    help=render.RENDER_HELP,
+    short_help="Render a JSON timeline to an H.264/AAC MP4.",
     rich_help_panel="Jobs",
     no_args_is_help=False,
 )(render.render_command)

@@ -33,7 +33,7 @@ def render_command(
     ] = None,
     output: Annotated[Path | None, typer.Option(
         "--output", "-o", metavar="OUT.mp4",
-        help="Where to write the video [default: TIMELINE's name with .mp4, in this folder].")
+        help="Where to write the video. \\[default: TIMELINE's name with .mp4, here]")
     ] = None,
     local: Annotated[bool, typer.Option(
         "--local", help="Render on this machine (the default until a remote is configured).")
@@ -50,7 +50,7 @@ def render_command(
     ] = None,
     ffmpeg: Annotated[str | None, typer.Option(
         "--ffmpeg", envvar="CANVASCAST_FFMPEG", show_envvar=True, metavar="PATH",
-        help="ffmpeg binary (needs libx264 and libass) [default: imageio-ffmpeg's].")
+        help="ffmpeg binary with libx264 and libass. \\[default: imageio-ffmpeg's]")
     ] = None,
     schema: Annotated[bool, typer.Option(
         "--schema", help="Print the timeline JSON Schema and exit.")] = False,
@@ -72,7 +72,7 @@ def render_command(
                 overwrite=overwrite, frame_range=frame_range, ffmpeg=ffmpeg)
 
 
-render_command.__doc__ = f"Render a JSON timeline to an H.264/AAC MP4.\n\n{EXIT_CODES_HELP}"
+RENDER_HELP = f"Render a JSON timeline to an H.264/AAC MP4.\n\n{EXIT_CODES_HELP}"
 
 
 def _parse_frames(text: str) -> tuple[int, int]:
