@@ -139,7 +139,8 @@ def scene_clip(image: Path, motion: Motion, frames: int, fps: float, out_w: int,
     ``fade_in`` (seconds) adds ``vfx.CrossFadeIn``; the clip must then be composited.
     """
     still = ImageClip(str(image))
-    img_w, img_h = _cover_size(*still.size, out_w, out_h)
+    src_w, src_h = still.size
+    img_w, img_h = _cover_size(src_w, src_h, out_w, out_h)
     clip = still.resized((img_w, img_h)).with_duration(frames / fps)  # once: ImageClip
 
     last = (frames - 1) / fps  # clip time of the scene's last frame: progress 1
@@ -175,6 +176,10 @@ def caption_clips(words: Sequence[Word], timeline: Timeline) -> list[Any]:
     margin = style.margin if style.margin is not None else round(out_h * 0.07)
     spoken = [w for w in words if w.word.strip()]
     lines = group_lines(spoken, style.max_words_per_line)
+    # MoviePy 2.x sizes a TextClip from the glyph box without the stroke and draws the
+    # text a little low, so descenders and the stroke get cut off at the bottom
+    # (github.com/Zulko/moviepy/issues/2268): the documented workaround is a margin.
+    pad = (stroke, stroke, stroke, stroke + size // 3)  # left, top, right, bottom
     clips = []
     for n, line in enumerate(lines):
         next_start = lines[n + 1][0].start if n + 1 < len(lines) else math.inf
@@ -189,9 +194,11 @@ def caption_clips(words: Sequence[Word], timeline: Timeline) -> list[Any]:
             method="caption",  # wraps a line too wide for the frame, like libass
             size=(round(out_w * 0.9), None),
             text_align="center",
+            margin=pad,
         )
-        y = {"bottom": out_h - margin - text.h, "top": margin,
-             "center": (out_h - text.h) / 2}[style.position]
+        ink_h = text.h - pad[3]  # the bottom padding is empty: keep canvascast's margin
+        y = {"bottom": out_h - margin - ink_h, "top": margin,
+             "center": (out_h - ink_h) / 2}[style.position]
         clips.append(text.with_start(line[0].start).with_end(end).with_position(("center", y)))
     return clips
 

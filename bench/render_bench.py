@@ -25,6 +25,7 @@ sides alike; compare ratios, not absolute seconds. No timed assertions: this pri
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import statistics
 import subprocess
@@ -39,7 +40,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from canvascast_cli.engines.render.engine import RenderOptions, render  # noqa: E402
+from canvascast_cli.engines.render.engine import PIPE_PIX_FMT, RenderOptions, render  # noqa: E402
 from canvascast_cli.engines.render.ffmpeg import ffmpeg_exe  # noqa: E402
 from canvascast_cli.engines.render.inputs import resolve_timeline  # noqa: E402
 from canvascast_cli.timeline import OutputSpec, Timeline, load_timeline_file  # noqa: E402
@@ -65,15 +66,15 @@ def time_render(timeline: Timeline, out: Path, preset: str, crf: int) -> float:
 
 def decode_raw(video: Path, raw: Path) -> None:
     subprocess.run([ffmpeg_exe(), "-v", "error", "-y", "-i", str(video), "-f", "rawvideo",
-                    "-pix_fmt", "yuv420p", str(raw)], check=True)
+                    "-pix_fmt", PIPE_PIX_FMT, str(raw)], check=True)
 
 
 def time_pure_encode(raw: Path, width: int, height: int, fps: float, preset: str, crf: int,
                      out: Path) -> float:
-    args = [ffmpeg_exe(), "-v", "error", "-y", "-f", "rawvideo", "-pix_fmt", "yuv420p",
+    # Same raw layout the render pipes, same encoder settings, nothing else.
+    args = [ffmpeg_exe(), "-v", "error", "-y", "-f", "rawvideo", "-pix_fmt", PIPE_PIX_FMT,
             "-video_size", f"{width}x{height}", "-framerate", f"{fps:g}", "-i", str(raw),
-            "-c:v", "libx264", "-preset", preset, "-crf", str(crf), "-pix_fmt", "yuv420p",
-            "-f", "mp4", str(out)]
+            "-c:v", "libx264", "-preset", preset, "-crf", str(crf), "-f", "mp4", str(out)]
     began = time.perf_counter()
     subprocess.run(args, check=True)
     return time.perf_counter() - began
@@ -121,8 +122,7 @@ def jitter(frames: list[np.ndarray]) -> tuple[float, float]:
     gray = [f if f.ndim == 2 else cv2.cvtColor(f, cv2.COLOR_RGB2GRAY).astype(np.float64)
             for f in frames]
     window = cv2.createHanningWindow(gray[0].shape[::-1], cv2.CV_64F)
-    shifts = [cv2.phaseCorrelate(a, b, window)[0][0] for a, b in zip(gray, gray[1:],
-                                                                         strict=False)]
+    shifts = [cv2.phaseCorrelate(a, b, window)[0][0] for a, b in itertools.pairwise(gray)]
     return float(np.mean(shifts)), float(np.std(shifts))
 
 
@@ -207,9 +207,9 @@ def main() -> None:
         return
     keys = list(dict.fromkeys(k for row in rows for k in row))
     width = max(len(k) for k in keys)
-    print(f"{'':{width}}  " + "  ".join(f"{str(r['size']):>18}" for r in rows))
+    print(f"{'':{width}}  " + "  ".join(f"{r['size']!s:>18}" for r in rows))
     for key in keys[1:]:
-        print(f"{key:{width}}  " + "  ".join(f"{str(r.get(key, '-')):>18}" for r in rows))
+        print(f"{key:{width}}  " + "  ".join(f"{r.get(key, '-')!s:>18}" for r in rows))
 
 
 if __name__ == "__main__":

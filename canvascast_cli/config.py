@@ -102,13 +102,14 @@ class BreakerConfig(_Strict):
                                  description="Seconds open before one trial call is let through.")
 
 
-_DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+Day = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+_DAYS: tuple[Day, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 FunctionName = Literal["generate_images", "render_video", "transcribe_audio"]
 
 
 class WarmWindow(_Strict):
     function: FunctionName
-    days: list[Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]] = list(_DAYS)
+    days: list[Day] = list(_DAYS)
     start: str = Field(pattern=r"^([01]\d|2[0-3]):[0-5]\d$", description="HH:MM")
     end: str = Field(pattern=r"^([01]\d|2[0-3]):[0-5]\d$|^24:00$", description="HH:MM")
     min_containers: int = Field(1, ge=1, le=100)

@@ -84,7 +84,7 @@ def textured_image(path: Path, width: int = 480, height: int = 270, *, seed: int
                                                                      Image.BICUBIC)
         arr = np.asarray(img).astype(np.float32)
         fine = rng.random((height, width, 1)) * 60
-        yy, xx = np.mgrid[0:height, 0:width]
+        _yy, xx = np.mgrid[0:height, 0:width]
         grad = (xx / width * 80)[..., None]
         arr = np.clip(arr * 0.6 + fine + grad, 0, 255).astype(np.uint8)
     Image.fromarray(arr).save(path, quality=92)

@@ -47,7 +47,8 @@ def test_precedence_flag_over_env_over_file_over_default(tmp_path: Path) -> None
     src = config.sources
     assert src["functions.render_video.timeout"] == "flag"
     assert src["functions.render_video.retries"] == str(path)
-    assert src["functions.transcribe_audio.gpu"] == "env CANVASCAST_FUNCTIONS__TRANSCRIBE_AUDIO__GPU"
+    assert src["functions.transcribe_audio.gpu"] == (
+        "env CANVASCAST_FUNCTIONS__TRANSCRIBE_AUDIO__GPU")
     rows = {key: source for key, _, source in config.rows()}
     assert rows["functions.render_video.cpu"] == "default"
 

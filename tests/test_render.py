@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import http.server
+import itertools
 import os
 import signal
 import subprocess
@@ -96,7 +97,7 @@ def _gray(frame: np.ndarray) -> np.ndarray:
 def _shifts(frames: list[np.ndarray]) -> np.ndarray:
     window = cv2.createHanningWindow(frames[0].shape[1::-1], cv2.CV_64F)
     out = []
-    for a, b in zip(frames, frames[1:], strict=False):
+    for a, b in itertools.pairwise(frames):
         (dx, dy), _ = cv2.phaseCorrelate(_gray(a), _gray(b), window)
         out.append((dx, dy))
     return np.array(out)
@@ -159,8 +160,7 @@ def test_zoom_frames_all_differ(cli, media: Path) -> None:  # type: ignore[no-un
         {"image": "img2.jpg", "duration": 2, "motion": {"type": "zoom_out", "amount": 0.3}}]})
     assert cli("render", path, "-o", "z.mp4").exit_code == 0
     frames = decode_frames(Path("z.mp4"))
-    diffs = [np.abs(a.astype(int) - b.astype(int)).mean() for a, b in zip(frames, frames[1:],
-                                                                            strict=False)]
+    diffs = [np.abs(a.astype(int) - b.astype(int)).mean() for a, b in itertools.pairwise(frames)]
     assert min(diffs) > 0.2, diffs
     # Zooming out: the centre shows more of the picture, so edges move towards the middle.
     first, last = _gray(frames[0]), _gray(frames[-1])
@@ -181,7 +181,7 @@ def test_crossfade_blends(cli, media: Path) -> None:  # type: ignore[no-untyped-
     assert red[5] > 200 and blue[5] < 40  # before the crossfade (frames 10-19)
     assert red[25] < 40 and blue[25] > 200  # after
     fade = red[10:20]
-    assert all(a > b for a, b in zip(fade, fade[1:], strict=False)), fade  # falls steadily
+    assert all(a > b for a, b in itertools.pairwise(fade)), fade  # falls steadily
     mid = frames[15][60:120, 100:220].reshape(-1, 3).mean(axis=0)
     assert 90 < mid[0] < 150 and 90 < mid[2] < 150  # a real blend, not a cut
 
@@ -541,3 +541,57 @@ def test_plain_mode_prints_path_on_stdout_and_notes_on_stderr(cli, media: Path) 
     assert "Rendered" in result.stderr and "would cost about $" in result.stderr
     quiet = cli("--quiet", "render", path, "-o", "q.mp4")
     assert quiet.exit_code == 0 and quiet.stderr == ""
+
+
+# ---------------------------------------------------------------------------------------
+# The zero-copy pipe
+
+
+def test_zero_copy_pipe_delivers_the_same_frames(media: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """vmsplice hands frame pages to ffmpeg without copying; the pages must not change
+    before ffmpeg reads them. Frames bigger than the pipe take that path: the decoded
+    video must equal the one written with plain copies."""
+    import canvascast_cli.engines.render.ffmpeg as ff
+    from canvascast_cli.engines.render.engine import RenderOptions, render
+    from canvascast_cli.engines.render.inputs import resolve_timeline
+    from canvascast_cli.timeline import parse_timeline
+
+    if ff._VMSPLICE is None:
+        pytest.skip("vmsplice is Linux-only")
+    timeline = parse_timeline({
+        "output": {"width": 1280, "height": 720, "fps": 10},
+        "scenes": [{"image": "img0.jpg", "duration": 1.5, "motion": "zoom_in",
+                    "transition": {"type": "crossfade", "duration": 0.5}},
+                   {"image": "img1.jpg", "duration": 1.5, "motion": "pan_down"}]})
+    resolved = resolve_timeline(timeline, media)
+    assert 1280 * 720 * 3 // 2 > 1 << 20  # bigger than the 1 MiB pipe
+    digests = []
+    for zero_copy in (True, False):
+        if not zero_copy:
+            monkeypatch.setattr(ff, "_VMSPLICE", None)
+        out = Path(f"zc{zero_copy}.mp4")
+        render(resolved, out, options=RenderOptions(crf=18))
+        digests.append(hashlib.sha256(b"".join(f.tobytes() for f in decode_frames(out)))
+                       .hexdigest())
+    assert digests[0] == digests[1]
+
+
+def test_caption_font_from_a_file(cli, media: Path) -> None:  # type: ignore[no-untyped-def]
+    import shutil
+
+    from canvascast_cli.engines.render.engine import BUNDLED_FONT_DIR
+
+    (media / "fonts").mkdir()
+    shutil.copy(BUNDLED_FONT_DIR / "DejaVuSans-Bold.ttf", media / "fonts" / "Mine.ttf")
+    textured_image(media / "grey.png", color=(90, 90, 90))
+    path = write_timeline(media, {
+        "output": small_output(), "scenes": [{"image": "grey.png", "duration": 2}],
+        "captions": {"words": [{"word": "MMMM", "start": 0.2, "end": 1.8}],
+                     "style": {"font": "fonts/Mine.ttf", "size": 24}}})
+    assert cli("render", path, "-o", "font.mp4", "--crf", "10").exit_code == 0
+    assert _caption_pixels(decode_frames(Path("font.mp4"))[10])[0].sum() > 30
+    (media / "fonts" / "Broken.ttf").write_text("not a font")
+    _bad(cli, media, {"output": small_output(), "scenes": [{"image": "grey.png", "duration": 2}],
+                      "captions": {"words": [{"word": "a", "start": 0, "end": 1}],
+                                   "style": {"font": "fonts/Broken.ttf"}}},
+         "captions.style.font:", "is not a font file")

@@ -125,6 +125,6 @@ def reporting(out: Output) -> Iterator[None]:
         out.error(exc)
         raise typer.Exit(exc.exit_code) from None
     except KeyboardInterrupt:
-        exc = Interrupted("interrupted")
-        out.error(exc)
-        raise typer.Exit(exc.exit_code) from None
+        interrupted = Interrupted("interrupted")
+        out.error(interrupted)
+        raise typer.Exit(interrupted.exit_code) from None

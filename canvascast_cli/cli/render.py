@@ -14,7 +14,7 @@ from canvascast_cli.cli.output import Output, get_output, reporting
 from canvascast_cli.errors import EXIT_CODES_HELP, InvalidInput
 
 
-class Preset(str, enum.Enum):
+class Preset(enum.StrEnum):
     ultrafast = "ultrafast"
     superfast = "superfast"
     veryfast = "veryfast"

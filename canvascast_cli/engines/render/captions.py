@@ -24,7 +24,8 @@ BRIDGE_GAP = 0.25
 LINE_BREAK_GAP = 1.0
 # How long a line stays up after its last word (unless the next line starts sooner).
 LINGER = 0.6
-_SENTENCE_END = re.compile(r"[.!?…。！？]['\")\]»”’]*$")
+# Sentence ends, Latin and CJK (full-width marks), optionally followed by closing quotes.
+_SENTENCE_END = re.compile("[.!?\u2026\u3002\uff01\uff1f]['\")\\]\u00bb\u201d\u2019]*$")
 # U+2060 WORD JOINER: invisible, and breaks a backslash's bond with the next character.
 _WORD_JOINER = "\u2060"
 

@@ -1,27 +1,28 @@
-"""Frames made in Python: stills prepared once as YUV planes, warped per frame with float
-precision, crossfaded, written straight into the buffer piped to ffmpeg.
+"""Frames made in Python: stills prepared once as Y'CbCr planes, warped per frame with
+float precision, crossfaded, written straight into the buffer piped to ffmpeg.
 
-Why YUV 4:2:0 here rather than RGB: the encoder wants 4:2:0 anyway, so converting each
-still once (BT.709, limited range) halves the bytes warped and piped per frame and spares
-ffmpeg a colour conversion per frame. x264 is the bottleneck on this machine; every
-CPU-millisecond spent here is one it does not get.
+Why NV12 (4:2:0, chroma interleaved) rather than RGB: the encoder wants 4:2:0 anyway, so
+converting each still once (BT.709, limited range) halves the bytes warped and piped per
+frame and spares ffmpeg a colour conversion per frame; NV12 is what x264 works in, and
+lets both chroma channels be resampled in one call. x264 is the bottleneck on this
+machine: every CPU-millisecond spent here is one it does not get.
 
 Why ``cv2.resize`` with a chosen phase instead of ``cv2.warpAffine``: a Ken Burns view is an
 axis-aligned scale plus translation. ``resize`` with an exact ``fx`` implements that scale
 with separable, vectorised bilinear filtering about 4x faster than ``warpAffine``, but only
 from an integer crop origin. The translation's fractional part is matched by choosing the
 crop origin ``c`` and an output offset ``k`` such that ``c + (k + 0.5)/z - 0.5`` lands within
-1/40 pixel of the wanted origin (see ``_phase``). When no such pair exists (zoom ~1 with a
-fractional origin, or zooms like 1.25 whose reciprocal has a small denominator) the frame
-falls back to ``warpAffine``, which is exact to 1/32 pixel. Either way the motion is
-sub-pixel smooth.
+1/32 pixel of the wanted origin (see ``_phase``). When no such pair exists (a zoom very
+close to 1, or zooms like 1.25 whose reciprocal has a small denominator) the plane falls
+back to ``warpAffine``, itself exact to 1/32 pixel. Either way the motion is sub-pixel
+smooth.
 """
 
 from __future__ import annotations
 
 import math
+import threading
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 
 import cv2
@@ -86,7 +87,8 @@ def load_rgb(path: Path, *, min_size: tuple[int, int] | None = None,
 
 @dataclass(frozen=True)
 class PreparedImage:
-    """A still as YUV planes, scaled so its cover-fitted view is exactly the output size.
+    """A still as Y and interleaved CbCr planes, scaled so its cover-fitted view is exactly
+    the output size.
 
     The planes carry ``pad`` replicated pixels above and left of the picture (``pad/2``
     for chroma) so the resize path can start its crop before a view that touches the
@@ -94,8 +96,7 @@ class PreparedImage:
     """
 
     y: np.ndarray  # pad + H  x  pad + W
-    u: np.ndarray  # (pad + H)/2 x (pad + W)/2, sited at luma (2k, 2l + 0.5)
-    v: np.ndarray
+    uv: np.ndarray  # (pad + H)/2 x (pad + W)/2 x 2, sited at luma (2k, 2l + 0.5)
     width: int
     height: int
     pad: int
@@ -112,18 +113,16 @@ def prepare_image(rgb: np.ndarray, out_w: int, out_h: int) -> PreparedImage:
         rgb = cv2.resize(rgb, (w, h), interpolation=cv2.INTER_AREA if shrinking
                          else cv2.INTER_CUBIC)
     yuv = rgb_to_yuv709(rgb)
-    y = np.ascontiguousarray(yuv[:, :, 0])
     # 4:2:0 with H.264's default ("left") siting: chroma sample (k, l) sits at luma
     # (2k, 2l + 0.5). Filter [1 2 1]/4 across, [1 1]/2 down, then keep every other sample.
     uv = cv2.sepFilter2D(yuv[:, :, 1:], -1, _CHROMA_X, _CHROMA_Y, anchor=(1, 0),
                          borderType=cv2.BORDER_REPLICATE)[::2, ::2]
     pad, half = _PAD, _PAD // 2
     return PreparedImage(
-        y=cv2.copyMakeBorder(y, pad, 0, pad, 0, cv2.BORDER_REPLICATE),
-        u=cv2.copyMakeBorder(np.ascontiguousarray(uv[:, :, 0]), half, 0, half, 0,
+        y=cv2.copyMakeBorder(np.ascontiguousarray(yuv[:, :, 0]), pad, 0, pad, 0,
                              cv2.BORDER_REPLICATE),
-        v=cv2.copyMakeBorder(np.ascontiguousarray(uv[:, :, 1]), half, 0, half, 0,
-                             cv2.BORDER_REPLICATE),
+        uv=cv2.copyMakeBorder(np.ascontiguousarray(uv), half, 0, half, 0,
+                              cv2.BORDER_REPLICATE),
         width=w, height=h, pad=pad)
 
 
@@ -132,15 +131,38 @@ def _even(value: float) -> int:
 
 
 class FrameBuffer:
-    """One I420 frame in a single contiguous array, with plane views into it."""
+    """One NV12 frame in a single contiguous array, with plane views into it."""
 
     def __init__(self, width: int, height: int) -> None:
         self.width, self.height = width, height
         luma = width * height
         self.data = np.empty(luma * 3 // 2, dtype=np.uint8)
         self.y = self.data[:luma].reshape(height, width)
-        self.u = self.data[luma: luma * 5 // 4].reshape(height // 2, width // 2)
-        self.v = self.data[luma * 5 // 4:].reshape(height // 2, width // 2)
+        self.uv = self.data[luma:].reshape(height // 2, width // 2, 2)
+
+
+class Scratch:
+    """A reusable work buffer: resize writes into a view of it instead of a fresh array
+    (a fresh multi-megabyte array costs page faults on every frame)."""
+
+    def __init__(self) -> None:
+        self._flat = np.empty(0, dtype=np.uint8)
+
+    def take(self, shape: tuple[int, ...]) -> np.ndarray:
+        size = math.prod(shape)
+        if self._flat.size < size:
+            self._flat = np.empty(size, dtype=np.uint8)
+        return self._flat[:size].reshape(shape)
+
+
+_SCRATCH = threading.local()
+
+
+def _scratch() -> Scratch:
+    scratch = getattr(_SCRATCH, "value", None)
+    if scratch is None:
+        scratch = _SCRATCH.value = Scratch()
+    return scratch
 
 
 def render_view(image: PreparedImage, view: View, out: FrameBuffer) -> None:
@@ -152,8 +174,7 @@ def render_view(image: PreparedImage, view: View, out: FrameBuffer) -> None:
         # Whole, even offsets: luma and chroma are plain copies.
         x, y, w, h = int(left), int(top), out.width, out.height
         out.y[:] = image.y[y: y + h, x: x + w]
-        out.u[:] = image.u[y // 2: (y + h) // 2, x // 2: (x + w) // 2]
-        out.v[:] = image.v[y // 2: (y + h) // 2, x // 2: (x + w) // 2]
+        out.uv[:] = image.uv[y // 2: (y + h) // 2, x // 2: (x + w) // 2]
         return
     # Output pixel centre (u, v) samples source index (ox + u/z, oy + v/z).
     ox = left + 0.5 / z - 0.5
@@ -166,21 +187,23 @@ def render_view(image: PreparedImage, view: View, out: FrameBuffer) -> None:
     coy = top / 2 + 0.5 / z - 0.5
     # Chroma is smooth and half resolution: an error of 1/16 chroma pixel (1/8 luma pixel)
     # is invisible, and lets nearly every frame take the fast path.
-    resample(image.u, z, cox, coy, out.u, tolerance=_CHROMA_TOLERANCE)
-    resample(image.v, z, cox, coy, out.v, tolerance=_CHROMA_TOLERANCE)
+    resample(image.uv, z, cox, coy, out.uv, tolerance=_CHROMA_TOLERANCE)
 
 
 def resample(src: np.ndarray, z: float, ox: float, oy: float, dst: np.ndarray, *,
              tolerance: float = _PHASE_TOLERANCE) -> None:
-    """``dst[v, u] = bilinear(src, ox + u/z, oy + v/z)``, edges replicated."""
-    out_h, out_w = dst.shape
-    src_h, src_w = src.shape
+    """``dst[v, u] = bilinear(src, ox + u/z, oy + v/z)``, edges replicated (any channels)."""
+    out_h, out_w = dst.shape[:2]
+    src_h, src_w = src.shape[:2]
     px = _phase(ox, z, out_w, src_w, tolerance)
     py = _phase(oy, z, out_h, src_h, tolerance)
     if px is not None and py is not None:
         (cx, kx, nx), (cy, ky, ny) = px, py
         crop = src[cy: cy + ny, cx: cx + nx]
-        scaled = cv2.resize(crop, None, fx=z, fy=z, interpolation=cv2.INTER_LINEAR)
+        # resize's own output size for fx=fy=z (it rounds); it must match dst exactly.
+        scaled = _scratch().take((round(ny * z), round(nx * z), *src.shape[2:]))
+        scaled = cv2.resize(crop, None, dst=scaled, fx=z, fy=z,
+                            interpolation=cv2.INTER_LINEAR)
         dst[:] = scaled[ky: ky + out_h, kx: kx + out_w]
         return
     matrix = np.array([[1 / z, 0.0, ox], [0.0, 1 / z, oy]])
@@ -220,14 +243,3 @@ def _phase(origin: float, z: float, out_n: int, src_n: int, tolerance: float
     if n < 2 or round(n * z) < k + out_n:
         return None
     return c, k, n
-
-
-@lru_cache(maxsize=8)
-def solid_frame(width: int, height: int, color: str) -> bytes:
-    """A frame of one colour (used where no scene covers a frame: never, in practice)."""
-    rgb = np.empty((1, 1, 3), dtype=np.uint8)
-    rgb[0, 0] = hex_to_rgb(color)
-    y, u, v = rgb_to_yuv709(rgb)[0, 0]
-    buf = FrameBuffer(width, height)
-    buf.y[:], buf.u[:], buf.v[:] = y, u, v
-    return buf.data.tobytes()

@@ -64,6 +64,9 @@ def resolve_timeline(timeline: Timeline, base_dir: Path) -> ResolvedTimeline:
             problems += word_problems
         except InvalidInput as exc:
             problems.append(str(exc))
+        font_problem = check_font(captions.style.font, base_dir)
+        if font_problem:
+            problems.append(font_problem)
 
     if problems:
         noun = "problem" if len(problems) == 1 else "problems"
@@ -76,6 +79,34 @@ def resolve_timeline(timeline: Timeline, base_dir: Path) -> ResolvedTimeline:
         words=words,
         base_dir=base_dir,
     )
+
+
+FONT_SUFFIXES = (".ttf", ".otf", ".ttc")
+
+
+def font_file(font: str, base_dir: Path) -> Path | None:
+    """The font file a caption style names, or None when it names a family."""
+    if not font.lower().endswith(FONT_SUFFIXES):
+        return None
+    return _local_path(font, base_dir)
+
+
+def check_font(font: str, base_dir: Path) -> str | None:
+    """A problem with the caption font, or None."""
+    if "," in font or any(ord(c) < 32 for c in font):
+        return f"captions.style.font: {font!r} cannot contain commas or control characters"
+    path = font_file(font, base_dir)
+    if path is None:
+        return None
+    if not path.is_file():
+        return f"captions.style.font: font file not found: {path}"
+    from PIL import ImageFont
+
+    try:
+        ImageFont.truetype(str(path), 12)
+    except OSError as exc:
+        return f"captions.style.font: {path} is not a font file ({exc})"
+    return None
 
 
 def _place_words(
