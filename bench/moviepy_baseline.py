@@ -20,23 +20,40 @@ MoviePy"), so it renders the *same timeline* with idiomatic MoviePy and no handi
   the right and bottom edges of a zoom-in). The blend ramps ``t / duration`` (MoviePy)
   rather than canvascast's ``(j + 1) / (X + 1)``.
 * Audio: narration at its start offset and volume; music looped with ``afx.AudioLoop``
-  over the whole video, at its volume, with ``afx.AudioFadeIn``/``afx.AudioFadeOut``;
-  mixed by ``CompositeAudioClip`` (a plain sum, like canvascast's ``amix normalize=0``), at
-  48 kHz like canvascast. MoviePy has no sidechain compressor, so **music ducking is
-  skipped**: the baseline does less audio work than canvascast.
-* Captions: one ``TextClip`` per caption line (canvascast's ``group_lines``), the caption
-  style's colours (white text, black stroke by default), DejaVu Sans Bold at 6% of the
-  height (or the style's size), bottom-centred at canvascast's margin, shown from the
-  line's first word to its last word's end plus canvascast's linger (up to 0.6 s, never
-  past the next line's start). MoviePy has no multi-colour text, so **there is no
-  per-word highlight**: again the baseline does *less* work than canvascast.
+  over the whole video, at its volume, with ``afx.AudioFadeIn``/``afx.AudioFadeOut``,
+  then ducked under the narration (when ``music.ducking``); mixed by
+  ``CompositeAudioClip`` (a plain sum, like canvascast's ``amix normalize=0``), at 48 kHz
+  like canvascast. MoviePy has no sidechain compressor, so the ducking is the usual
+  MoviePy recipe, a time-varying gain applied with ``music.transform``: the narration's
+  RMS envelope (10 ms windows, computed once with numpy) marks speech where it exceeds
+  canvascast's compressor threshold (0.015, after the narration's volume); the music dips
+  by a fixed 12 dB there, with linear-in-dB ramps of 20 ms (attack) and 350 ms (release)
+  like the compressor's. The gain curve is tabulated once on a 1 ms grid and read per
+  audio chunk with ``np.interp`` (vectorised). Unlike the compressor, the depth does not
+  follow the narration's loudness: ffmpeg's ``sidechaincompress`` (ratio 8) takes off
+  more under loud speech.
+* Captions: word-highlighted like canvascast's, from the same display segments
+  (``captions.segments``: line, lit word, start, end; non-overlapping). MoviePy's
+  ``TextClip`` has a single colour, so each line is laid out by hand with Pillow's font
+  metrics (``ImageFont.getlength`` of each word and of a space), centred, wrapped into
+  rows if wider than the frame less canvascast's 5% side margins, bottom-aligned at
+  canvascast's margin (7% of the height; or top/centre per the style): one ``TextClip``
+  per word in the base colour, made once per line and shown for the line's lifetime,
+  plus one ``TextClip`` of the lit word in the highlight colour, made once per lit
+  segment and shown over it at the same position for the segment's duration. Black
+  stroke (the style's outline colour), DejaVu Sans Bold at 6% of the height (or the
+  style's size) as Pillow's em size: libass sizes a font by ascent + descent, so
+  canvascast's text is about 14% smaller than the baseline's (the baseline draws a bit
+  *more* text area). The caption style's ``font`` and ``bold`` are not followed (always
+  DejaVu Sans Bold).
 * Encoding: ``write_videofile`` with libx264, the given preset and CRF, yuv420p, AAC,
   2 threads, through MoviePy's own ffmpeg (imageio-ffmpeg's binary). MoviePy 2.2 appends
   its own ``-pix_fmt yuva420p`` for libx264, which ffmpeg overrides to yuv420p.
 
 ``wall_seconds`` in the result times ``write_videofile`` alone (it renders every frame and
 encodes audio and video); building the clips (decoding stills, cover-fitting, making
-caption images) is excluded and reported separately as ``build_seconds``.
+caption images, the narration's envelope and the ducking curve) is excluded and reported
+separately as ``build_seconds``.
 
 Usage::
 
@@ -65,9 +82,10 @@ from moviepy import (
     afx,
     vfx,
 )
+from PIL import ImageFont
 
 import canvascast_cli
-from canvascast_cli.engines.render.captions import LINGER, group_lines
+from canvascast_cli.engines.render.captions import Segment, segments
 from canvascast_cli.engines.render.inputs import resolve_timeline
 from canvascast_cli.engines.render.motion import View, view_at
 from canvascast_cli.timeline import (
@@ -83,6 +101,13 @@ from canvascast_cli.timeline import (
 
 FONT = Path(canvascast_cli.__file__).parent / "assets" / "fonts" / "DejaVuSans-Bold.ttf"
 AUDIO_RATE = 48000  # canvascast mixes at 48 kHz
+# Music ducking, after canvascast's sidechain compressor (threshold 0.015, ratio 8,
+# attack 20 ms, release 350 ms), which takes about 12 dB off the music under speech.
+DUCK_DB = -12.0
+DUCK_THRESHOLD = 0.015  # narration RMS (after its volume) that counts as speech
+DUCK_BLOCK = 0.010  # seconds per RMS window of the narration envelope
+DUCK_ATTACK = 0.020
+DUCK_RELEASE = 0.350
 
 
 # ---------------------------------------------------------------------------------------
@@ -164,8 +189,21 @@ def scene_clip(image: Path, motion: Motion, frames: int, fps: float, out_w: int,
     return clip.with_position(position)
 
 
+def _caption_lines(segs: Sequence[Segment]) -> list[list[Segment]]:
+    """Group ``segments`` into the runs during which one caption line stays on screen."""
+    lines: list[list[Segment]] = []
+    for seg in segs:
+        if lines and lines[-1][-1].words == seg.words and lines[-1][-1].end == seg.start:
+            lines[-1].append(seg)
+        else:
+            lines.append([seg])
+    return lines
+
+
 def caption_clips(words: Sequence[Word], timeline: Timeline) -> list[Any]:
-    """One ``TextClip`` per caption line, bottom-centred, timed in video seconds."""
+    """Word-highlighted captions: per caption line, one white ``TextClip`` per word laid out
+    left to right (Pillow's font metrics), shown for the line's lifetime, plus one
+    highlight-coloured ``TextClip`` of the lit word on top of it for each lit segment."""
     captions = timeline.captions
     if captions is None:
         return []
@@ -174,44 +212,121 @@ def caption_clips(words: Sequence[Word], timeline: Timeline) -> list[Any]:
     size = style.size or max(8, round(out_h * 0.06))
     stroke = round(style.outline if style.outline is not None else max(1.0, size / 12))
     margin = style.margin if style.margin is not None else round(out_h * 0.07)
-    spoken = [w for w in words if w.word.strip()]
-    lines = group_lines(spoken, style.max_words_per_line)
+    max_width = out_w - 2 * round(out_w * 0.05)  # canvascast's side margins (5% each)
+    font = ImageFont.truetype(str(FONT), size)
+    ascent, descent = font.getmetrics()
+    space = font.getlength(" ")
     # MoviePy 2.x sizes a TextClip from the glyph box without the stroke and draws the
     # text a little low, so descenders and the stroke get cut off at the bottom
     # (github.com/Zulko/moviepy/issues/2268): the documented workaround is a margin.
     pad = (stroke, stroke, stroke, stroke + size // 3)  # left, top, right, bottom
+    # A label TextClip puts its pen origin (left end of the baseline) at this offset.
+    origin_x, origin_y = pad[0] + stroke, pad[1] + stroke + ascent
+
+    def word_clip(text: str, color: str) -> Any:
+        return TextClip(font=str(FONT), text=text, font_size=size, color=color,
+                        stroke_color=style.outline_color, stroke_width=stroke,
+                        method="label", margin=pad)
+
     clips = []
-    for n, line in enumerate(lines):
-        next_start = lines[n + 1][0].start if n + 1 < len(lines) else math.inf
-        end = max(line[-1].end, min(line[-1].end + LINGER, next_start))
-        text = TextClip(
-            font=str(FONT),
-            text=" ".join(w.word.strip() for w in line),
-            font_size=size,
-            color=style.color,
-            stroke_color=style.outline_color,
-            stroke_width=stroke,
-            method="caption",  # wraps a line too wide for the frame, like libass
-            size=(round(out_w * 0.9), None),
-            text_align="center",
-            margin=pad,
-        )
-        ink_h = text.h - pad[3]  # the bottom padding is empty: keep canvascast's margin
-        y = {"bottom": out_h - margin - ink_h, "top": margin,
-             "center": (out_h - ink_h) / 2}[style.position]
-        clips.append(text.with_start(line[0].start).with_end(end).with_position(("center", y)))
+    for line in _caption_lines(segments(words, style.max_words_per_line)):
+        texts = line[0].words
+        widths = [font.getlength(text) for text in texts]
+        # Rows: the words that fit in the frame's width (libass wraps a too-long line).
+        rows: list[list[int]] = [[]]
+        for i, width in enumerate(widths):
+            row = rows[-1]
+            if row and sum(widths[j] for j in row) + space * len(row) + width > max_width:
+                rows.append([])
+            rows[-1].append(i)
+        # Baselines: the last row's descent (plus stroke) sits at canvascast's margin.
+        line_h = ascent + descent
+        block_h = len(rows) * line_h + 2 * stroke
+        top = {"bottom": out_h - margin - block_h, "top": margin,
+               "center": (out_h - block_h) / 2}[style.position]
+        positions: dict[int, tuple[int, int]] = {}
+        for r, row in enumerate(rows):
+            baseline = top + stroke + ascent + r * line_h
+            row_w = sum(widths[j] for j in row) + space * (len(row) - 1)
+            x = (out_w - row_w) / 2  # centred
+            for j in row:
+                positions[j] = (round(x - origin_x), round(baseline - origin_y))
+                x += widths[j] + space
+        start, end = line[0].start, line[-1].end
+        for i, text in enumerate(texts):  # the line in the base colour, once
+            clips.append(word_clip(text, style.color).with_start(start).with_end(end)
+                         .with_position(positions[i]))
+        for seg in line:  # the lit word on top, in the highlight colour
+            if seg.lit is not None:
+                clips.append(word_clip(texts[seg.lit], style.highlight_color)
+                             .with_start(seg.start).with_end(seg.end)
+                             .with_position(positions[seg.lit]))
     return clips
 
 
+def speech_spans(narration: Any, volume: float, start: float) -> np.ndarray:
+    """``(n, 2)`` array of the [start, end) video seconds where the narration (at its
+    ``volume``, starting at ``start``) is louder than the ducking threshold, from its RMS
+    envelope in ``DUCK_BLOCK`` windows, computed once with numpy."""
+    block = round(DUCK_BLOCK * AUDIO_RATE)
+    energy = []  # mean square per block, chunk by chunk
+    rest = np.zeros(0)
+    # 1 s chunks: a chunk larger than the reader's buffer (200000 samples) comes back wrong.
+    for chunk in narration.iter_chunks(chunksize=AUDIO_RATE, fps=AUDIO_RATE):
+        mono = np.asarray(chunk, dtype=np.float64).reshape(len(chunk), -1).mean(axis=1)
+        mono = np.concatenate((rest, mono))
+        whole = len(mono) - len(mono) % block
+        energy.append((mono[:whole].reshape(-1, block) ** 2).mean(axis=1))
+        rest = mono[whole:]
+    if len(rest):
+        energy.append([(rest**2).mean()])
+    loud = np.sqrt(np.concatenate(energy)) * volume > DUCK_THRESHOLD
+    edges = np.flatnonzero(np.diff(np.concatenate(([0], loud.astype(np.int8), [0]))))
+    return edges.reshape(-1, 2) * (block / AUDIO_RATE) + start
+
+
+def ducking_gain(spans: np.ndarray, total: float) -> Any:
+    """A vectorised ``gain(t)`` that dips to ``DUCK_DB`` over each speech span: linear
+    ramps in dB, ``DUCK_ATTACK`` down from the span's start, ``DUCK_RELEASE`` back up from
+    its end (a span shorter than the attack dips less), like a compressor's envelope.
+
+    The curve is tabulated once on a 1 ms grid and read with ``np.interp``."""
+    step = 0.001
+    grid = np.arange(0.0, total + 2 * step, step)
+    depth = np.zeros_like(grid)  # 0: full music, 1: ducked by DUCK_DB
+    for a, b in spans:  # one vectorised trapezoid per span
+        lo, hi = np.searchsorted(grid, [a, b + DUCK_RELEASE])
+        t = grid[lo:hi]
+        ramp = np.minimum((t - a) / DUCK_ATTACK, 1.0 - (t - b) / DUCK_RELEASE)
+        np.maximum(depth[lo:hi], np.clip(ramp, 0.0, 1.0), out=depth[lo:hi])
+    curve = 10.0 ** (DUCK_DB * depth / 20.0)
+
+    def gain(t: Any) -> Any:
+        return np.interp(t, grid, curve)
+
+    return gain
+
+
+def duck(music: Any, gain: Any) -> Any:
+    """``music`` multiplied by the time-varying ``gain(t)`` (``t`` scalar or array)."""
+    def frame(get_frame: Any, t: Any) -> Any:
+        g = gain(t)
+        return get_frame(t) * (g[:, None] if np.ndim(g) else g)
+
+    return music.transform(frame)
+
+
 def audio_clip(resolved: ResolvedTimeline) -> Any | None:
-    """Narration + looped, faded music for the whole video (no ducking: see module doc)."""
+    """Narration + looped, faded music ducked under the narration, for the whole video."""
     timeline = resolved.timeline
     total = timeline.duration
     tracks = []
-    if timeline.narration is not None and resolved.narration is not None:
+    narration = None
+    narr_spec = timeline.narration
+    if narr_spec is not None and resolved.narration is not None:
         narration = AudioFileClip(str(resolved.narration), fps=AUDIO_RATE)
-        tracks.append(narration.with_effects([afx.MultiplyVolume(timeline.narration.volume)])
-                      .with_start(timeline.narration.start))
+        tracks.append(narration.with_effects([afx.MultiplyVolume(narr_spec.volume)])
+                      .with_start(narr_spec.start))
     music_spec = timeline.music
     if music_spec is not None and resolved.music is not None:
         music = AudioFileClip(str(resolved.music), fps=AUDIO_RATE)
@@ -224,7 +339,11 @@ def audio_clip(resolved: ResolvedTimeline) -> Any | None:
             effects.append(afx.AudioFadeIn(min(music_spec.fade_in, music.duration)))
         if music_spec.fade_out > 0:
             effects.append(afx.AudioFadeOut(min(music_spec.fade_out, music.duration)))
-        tracks.append(music.with_effects(effects))
+        music = music.with_effects(effects)
+        if music_spec.ducking and narration is not None and narr_spec is not None:
+            spans = speech_spans(narration, narr_spec.volume, narr_spec.start)
+            music = duck(music, ducking_gain(spans, total))
+        tracks.append(music)
     if not tracks:
         return None
     return CompositeAudioClip(tracks).with_duration(total)

@@ -362,8 +362,17 @@ def read_words_file(path: Path, *, field: str) -> list[Word]:
         raise InvalidInput(
             f"{field}: {path} has no 'words' list (expected a transcript JSON as "
             "`canvascast transcribe` writes it)")
-    try:
-        return [Word.model_validate(w) for w in words]
-    except ValidationError as exc:
-        err = exc.errors(include_url=False)[0]
-        raise InvalidInput(f"{field}: {path}: a word is invalid: {err['msg']}") from None
+    out = []
+    for i, item in enumerate(words):
+        if not isinstance(item, dict):
+            raise InvalidInput(f"{field}: {path}: words[{i}] is not an object")
+        # Transcripts carry more per word (probability): captions need these three.
+        try:
+            out.append(Word.model_validate({k: item.get(k) for k in ("word", "start", "end")}))
+        except ValidationError as exc:
+            err = exc.errors(include_url=False)[0]
+            where = ".".join(str(p) for p in err["loc"])
+            message = err["msg"].removeprefix("Value error, ")
+            raise InvalidInput(f"{field}: {path}: words[{i}]{'.' + where if where else ''}: "
+                               f"{message}") from None
+    return out

@@ -12,14 +12,14 @@ from typing import Annotated
 import typer
 
 from canvascast_cli import __version__
-from canvascast_cli.cli import config_cmd, render
+from canvascast_cli.cli import config_cmd, render, transcribe
 from canvascast_cli.cli.output import Output
 from canvascast_cli.errors import EXIT_CODES_HELP
 
 app = typer.Typer(
     name="canvascast",
     help="CanvasCast's heavy compute from a terminal: render narrated videos from a "
-    f"timeline, locally or on Modal.\n\n{EXIT_CODES_HELP}",
+    f"timeline and transcribe narration, locally or on Modal.\n\n{EXIT_CODES_HELP}",
     no_args_is_help=True,
     add_completion=True,
     rich_markup_mode="rich",
@@ -68,6 +68,13 @@ app.command(
     rich_help_panel="Jobs",
     no_args_is_help=False,
 )(render.render_command)
+app.command(
+    "transcribe",
+    help=transcribe.TRANSCRIBE_HELP,
+    short_help="Audio -> words with start/end times (Whisper): JSON, SRT, VTT, text.",
+    rich_help_panel="Jobs",
+)(transcribe.transcribe_command)
+app.add_typer(transcribe.models_app, name="models", rich_help_panel="Operations")
 app.add_typer(config_cmd.app, name="config", rich_help_panel="Operations")
 
 

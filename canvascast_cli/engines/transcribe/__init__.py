@@ -1,0 +1,1 @@
+"""Speech-to-text: Whisper models, their weights and the engines that run them."""
