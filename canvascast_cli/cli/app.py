@@ -12,14 +12,15 @@ from typing import Annotated
 import typer
 
 from canvascast_cli import __version__
-from canvascast_cli.cli import config_cmd, render, transcribe
+from canvascast_cli.cli import config_cmd, images, render, transcribe
 from canvascast_cli.cli.output import Output
 from canvascast_cli.errors import EXIT_CODES_HELP
 
 app = typer.Typer(
     name="canvascast",
-    help="CanvasCast's heavy compute from a terminal: render narrated videos from a "
-    f"timeline and transcribe narration, locally or on Modal.\n\n{EXIT_CODES_HELP}",
+    help="CanvasCast's heavy compute from a terminal: generate scene images, render "
+    "narrated videos from a timeline, transcribe narration — locally or on Modal."
+    f"\n\n{EXIT_CODES_HELP}",
     no_args_is_help=True,
     add_completion=True,
     rich_markup_mode="rich",
@@ -74,6 +75,12 @@ app.command(
     short_help="Audio -> words with start/end times (Whisper): JSON, SRT, VTT, text.",
     rich_help_panel="Jobs",
 )(transcribe.transcribe_command)
+app.command(
+    "images",
+    help=images.IMAGES_HELP,
+    short_help="Prompts + style -> images (gemini, diffusers, placeholder), with sidecars.",
+    rich_help_panel="Jobs",
+)(images.images_command)
 app.add_typer(transcribe.models_app, name="models", rich_help_panel="Operations")
 app.add_typer(config_cmd.app, name="config", rich_help_panel="Operations")
 

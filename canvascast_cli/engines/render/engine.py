@@ -25,6 +25,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from canvascast_cli.assets import FONTS_DIR
 from canvascast_cli.engines.render.audio import build_audio_graph
 from canvascast_cli.engines.render.captions import build_ass
 from canvascast_cli.engines.render.compose import Compositor
@@ -36,7 +37,7 @@ from canvascast_cli.timeline import ResolvedTimeline
 
 PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower",
            "veryslow")
-BUNDLED_FONT_DIR = Path(__file__).resolve().parents[2] / "assets" / "fonts"
+BUNDLED_FONT_DIR = FONTS_DIR
 _PIPE_DEPTH = 4  # frames queued between the frame maker and the ffmpeg writer
 _FRAME_NICENESS = 10
 PIPE_PIX_FMT = "nv12"  # raw frames on ffmpeg's stdin (see frames.FrameBuffer)

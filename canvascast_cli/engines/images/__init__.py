@@ -1,0 +1,1 @@
+"""Image generation: prompts + style -> images (gemini, diffusers, placeholder)."""
