@@ -28,7 +28,7 @@ def isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Pa
     work = tmp_path / "work"
     work.mkdir()
     for name in list(os.environ):
-        if name.startswith("CANVASCAST_"):
+        if name.startswith("CANVASCAST_") or name in ("GEMINI_API_KEY", "GOOGLE_API_KEY"):
             monkeypatch.delenv(name)
     monkeypatch.setenv("NO_COLOR", "1")
     monkeypatch.setenv("COLUMNS", "100")

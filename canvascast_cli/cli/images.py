@@ -89,8 +89,9 @@ def images_command(
         config = load_config(ctx.meta.get("config_path"))
         fn = config.settings.functions.generate_images
         per_batch = batch_size or fn.batch_size or 5
+        has_key = bool(os.environ.get("GEMINI_API_KEY") or os.environ.get("GOOGLE_API_KEY"))
         name = (provider.value if provider is not None
-                else "gemini" if os.environ.get("GEMINI_API_KEY") else "placeholder")
+                else "gemini" if has_key else "placeholder")
         if provider is None:
             out.note(f"provider: {name}" + ("" if name == "gemini" else
                      " (set GEMINI_API_KEY or pass --provider for real images)"))
