@@ -134,7 +134,7 @@ def gemini_env(server: FakeGemini, monkeypatch: pytest.MonkeyPatch) -> list[floa
     monkeypatch.setenv("GEMINI_API_KEY", KEY)
     monkeypatch.setenv("CANVASCAST_GEMINI_BASE_URL", server.url)
     # The factory the CLI uses, with one change: a sleep that records instead of sleeping.
-    monkeypatch.setattr(images_cli, "_make_provider", lambda name, model, style:
+    monkeypatch.setattr(images_cli, "_make_provider", lambda name, model, style, note:
                         GeminiProvider.from_environment(model, sleep=delays.append))
     return delays
 

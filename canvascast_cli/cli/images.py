@@ -99,7 +99,7 @@ def images_command(
         base_seed = seed if seed is not None else (
             chosen_style.seed if chosen_style.seed is not None else secrets.randbelow(2**31))
         pipeline.check_destination(output, all_prompts, overwrite)
-        engine = _make_provider(name, model or DEFAULT_MODELS[name], chosen_style)
+        engine = _make_provider(name, model or DEFAULT_MODELS[name], chosen_style, out.note)
         requests = pipeline.build_requests(
             all_prompts, chosen_style, seed=base_seed, width=width, height=height,
             aspect_ratio=ratio, negative=engine.supports_negative_prompt)
@@ -140,7 +140,7 @@ def _read_prompts(path: Path) -> list[str]:
     return [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
 
 
-def _make_provider(name: str, model: str, style):  # type: ignore[no-untyped-def]
+def _make_provider(name: str, model: str, style, note):  # type: ignore[no-untyped-def]
     if name == "placeholder":
         from canvascast_cli.engines.images.placeholder import PlaceholderProvider
 
@@ -151,7 +151,7 @@ def _make_provider(name: str, model: str, style):  # type: ignore[no-untyped-def
         return GeminiProvider.from_environment(model)
     from canvascast_cli.engines.images.diffusers_provider import DiffusersProvider
 
-    return DiffusersProvider(model)
+    return DiffusersProvider(model, notify=note)
 
 
 def _generate(out, engine, requests, prompts, folder, per_batch):  # type: ignore[no-untyped-def]
