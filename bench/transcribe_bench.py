@@ -99,26 +99,10 @@ def run_config(audio: Path, model: Path, engine: str, compute: str, beam: int
 
 
 def score(words: list[dict[str, Any]], truth: list[dict[str, Any]]) -> dict[str, float]:
-    import difflib
+    from canvascast_cli.engines.transcribe.quality import timing_errors, word_error_rate
 
-    from canvascast_cli.engines.transcribe.align import normalise
-
-    ref = [normalise(w["word"]) for w in truth]
-    hyp = [normalise(w["word"]) for w in words]
-    ref_nz, hyp_nz = [t for t in ref if t], [t for t in hyp if t]
-    # WER: word-level Levenshtein distance over the reference length.
-    prev = list(range(len(hyp_nz) + 1))
-    for i, r in enumerate(ref_nz, 1):
-        cur = [i] + [0] * len(hyp_nz)
-        for j, h in enumerate(hyp_nz, 1):
-            cur[j] = min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (r != h))
-        prev = cur
-    starts, ends = [], []
-    for block in difflib.SequenceMatcher(a=ref, b=hyp, autojunk=False).get_matching_blocks():
-        for k in range(block.size):
-            starts.append(abs(truth[block.a + k]["start"] - words[block.b + k]["start"]))
-            ends.append(abs(truth[block.a + k]["end"] - words[block.b + k]["end"]))
-    return {"wer": prev[-1] / len(ref_nz),
+    starts, ends = timing_errors(truth, words)
+    return {"wer": word_error_rate([w["word"] for w in truth], [w["word"] for w in words]),
             "start_mae": statistics.fmean(starts) if starts else float("nan"),
             "end_mae": statistics.fmean(ends) if ends else float("nan"),
             "timed_words": len(starts)}

@@ -14,12 +14,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from canvascast_cli.engines.transcribe.align import align_script, normalise
+from canvascast_cli.engines.transcribe.align import align_script
 from canvascast_cli.engines.transcribe.formats import (
     MAX_LINE_CHARS,
     cues_from_words,
     render_transcript,
 )
+from canvascast_cli.engines.transcribe.quality import timing_errors, word_error_rate
 from canvascast_cli.engines.transcribe.result import Segment, Transcript, Word
 from tests.conftest import REPO, write_timeline
 
@@ -41,32 +42,6 @@ def _wav(path: Path, samples: np.ndarray, rate: int = 16000) -> Path:
         w.setframerate(rate)
         w.writeframes((np.clip(samples, -1, 1) * 32767).astype("<i2").tobytes())
     return path
-
-
-def wer(reference: list[str], hypothesis: list[str]) -> float:
-    ref = [normalise(w) for w in reference if normalise(w)]
-    hyp = [normalise(w) for w in hypothesis if normalise(w)]
-    prev = list(range(len(hyp) + 1))
-    for i, r in enumerate(ref, 1):
-        cur = [i] + [0] * len(hyp)
-        for j, h in enumerate(hyp, 1):
-            cur[j] = min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (r != h))
-        prev = cur
-    return prev[-1] / len(ref)
-
-
-def matched_start_errors(truth: list[dict], words: list[dict]) -> list[float]:  # type: ignore[type-arg]
-    """|start - true start| for recognised words paired with the truth by sequence
-    alignment of their normalised text (a misrecognised word is left out)."""
-    import difflib
-
-    a = [normalise(w["word"]) for w in truth]
-    b = [normalise(w["word"]) for w in words]
-    errors = []
-    for block in difflib.SequenceMatcher(a=a, b=b, autojunk=False).get_matching_blocks():
-        for k in range(block.size):
-            errors.append(abs(truth[block.a + k]["start"] - words[block.b + k]["start"]))
-    return errors
 
 
 # ---------------------------------------------------------------------------------------
@@ -236,10 +211,10 @@ def test_faster_whisper_text_and_word_times(cli, isolated_env: Path) -> None:  #
     assert doc["engine"] == "faster-whisper" and doc["model"] == "tiny.en"
     assert doc["language"] == "en" and doc["duration"] == pytest.approx(30.86, abs=0.01)
     hypothesis = [w["word"] for w in doc["words"]]
-    assert wer([w["word"] for w in TRUTH], hypothesis) <= 0.10
+    assert word_error_rate([w["word"] for w in TRUTH], hypothesis) <= 0.10
     assert all(0 <= w["probability"] <= 1 for w in doc["words"])
     # Word times against espeak's exact ones, for the words recognised as written.
-    errors = matched_start_errors(TRUTH, doc["words"])
+    errors, _ = timing_errors(TRUTH, doc["words"])
     assert len(errors) >= 0.8 * len(TRUTH)
     assert float(np.mean(errors)) < 0.2  # Whisper's words land ~0.1 s late on average
     assert float(np.mean(np.array(errors) < 0.3)) >= 0.85
@@ -344,3 +319,14 @@ def test_converted_model_gives_faster_whispers_words(cli, isolated_env: Path, mo
     assert [w["word"] for w in fw] == [w["word"] for w in ow]
     assert max(abs(a["start"] - b["start"]) for a, b in zip(fw, ow, strict=True)) <= 0.02
     assert max(abs(a["end"] - b["end"]) for a, b in zip(fw, ow, strict=True)) <= 0.02
+
+
+def test_quality_measures() -> None:
+    assert word_error_rate(["The", "cat,", "sat."], ["the", "cat", "sat"]) == 0.0
+    assert word_error_rate(["a", "b", "c", "d"], ["a", "x", "c"]) == pytest.approx(0.5)
+    truth = [{"word": "Hello,", "start": 1.0, "end": 1.5}, {"word": "world", "start": 2.0,
+                                                             "end": 2.5}]
+    words = [{"word": "hello", "start": 1.1, "end": 1.4}, {"word": "word", "start": 2.0,
+                                                           "end": 2.5}]
+    starts, ends = timing_errors(truth, words)
+    assert starts == pytest.approx([0.1]) and ends == pytest.approx([0.1])
