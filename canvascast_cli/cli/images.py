@@ -72,7 +72,7 @@ def images_command(
 ) -> None:
     out = get_output(ctx, json_output)
     with reporting(out):
-        from canvascast_cli.config import load_config
+        from canvascast_cli.config import function_cost_per_second, load_config
         from canvascast_cli.engines.images import pipeline
         from canvascast_cli.engines.images.style import StyleConfig, load_style, resolve_size
         from canvascast_cli.engines.images.style import preset as builtin
@@ -118,13 +118,24 @@ def images_command(
         records = _generate(out, engine, requests, all_prompts, output, per_batch)
         failed = [r for r in records if not r.ok]
         cost = sum(c for r, c in zip(records, per_image, strict=True) if r.ok and c)
+        # Providers billed by time (diffusers) report seconds per batch: what the same work
+        # would cost on Modal with [functions.generate_images]'s GPU, for comparison.
+        busy = sum(float(r.details.get("seconds", 0)) / int(r.details.get("batch_images", 1))
+                   for r in records if "seconds" in r.details)
+        modal_usd = busy * function_cost_per_second(config.settings, "generate_images")
         for record in failed:
             out.warn(f"image {record.index + 1} blocked: {record.safety.get('reason')}")
+        billing = f"; cost ${cost:.3f}" if cost else ""
+        if busy:
+            billing += (f"; {busy:.1f} s of generation, about ${modal_usd:.4f} on Modal "
+                        f"({fn.gpu or 'CPU'})")
         out.note(f"[green]Wrote[/green] {len(records) - len(failed)} of {len(records)} images "
-                 f"to {output}/" + (f"; cost ${cost:.3f}" if cost else ""))
+                 f"to {output}/{billing}")
         out.data({"images": [r.to_dict() for r in records], "output": str(output),
                   "provider": engine.name, "model": engine.model, "seed": base_seed,
-                  "failed": len(failed), "cost_usd": round(cost, 4)},
+                  "failed": len(failed), "cost_usd": round(cost, 4),
+                  "generation_seconds": round(busy, 3),
+                  "modal_equivalent_usd": round(modal_usd, 6)},
                  text="\n".join(r.file for r in records if r.file))
         if failed:
             raise typer.Exit(1)

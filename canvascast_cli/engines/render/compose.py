@@ -8,7 +8,6 @@ range ``[start, end)`` renders the same frames as the whole video does.
 
 from __future__ import annotations
 
-import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -66,7 +65,8 @@ class FramePlan:
 
 
 class Compositor:
-    """Makes frames. Not thread-safe: one caller, frames in increasing order is fastest."""
+    """Makes frames. One caller thread (stills are prepared on a helper thread); frames in
+    increasing order are fastest."""
 
     def __init__(self, timeline: Timeline, images: list[Path], *, prefetch: bool = True) -> None:
         self.timeline = timeline
@@ -79,7 +79,6 @@ class Compositor:
         self._prefetch = prefetch
         self._static: dict[int, np.ndarray] = {}
         self._scratch = [FrameBuffer(out.width, out.height) for _ in range(2)]
-        self._lock = threading.Lock()
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
@@ -92,11 +91,9 @@ class Compositor:
         return prepare_image(rgb, self.width, self.height)
 
     def _image(self, index: int) -> PreparedImage:
-        with self._lock:
-            future = self._prepared.get(index)
-            if future is None:
-                future = self._pool.submit(self._prepare, index)
-                self._prepared[index] = future
+        future = self._prepared.get(index)
+        if future is None:
+            future = self._prepared[index] = self._pool.submit(self._prepare, index)
         return future.result()
 
     def _housekeep(self, n: int) -> None:
@@ -108,9 +105,8 @@ class Compositor:
         if self._prefetch:
             upcoming = [s for s in self.plan.spans if s.start > n][:1]
             for span in upcoming:
-                with self._lock:
-                    if span.index not in self._prepared:
-                        self._prepared[span.index] = self._pool.submit(self._prepare, span.index)
+                if span.index not in self._prepared:
+                    self._prepared[span.index] = self._pool.submit(self._prepare, span.index)
 
     def _scene_frame(self, span: SceneSpan, n: int, out: FrameBuffer) -> np.ndarray:
         if span.motion.type == "none":
