@@ -66,8 +66,11 @@ def test_render_duration_streams_and_json(cli, media: Path) -> None:  # type: ig
     assert (info.width, info.height, info.pix_fmt) == (320, 180, "yuv420p")
     assert abs(info.video_duration - 3.5) <= 0.1  # within one frame at 10 fps
     assert abs(info.audio_duration - 3.5) <= 0.1
-    # No temporary file left beside the output.
+    # No temporary file left beside the output, and normal (umask) permissions.
     assert [p.name for p in out.parent.iterdir() if ".part" in p.name] == []
+    umask = os.umask(0)
+    os.umask(umask)
+    assert out.stat().st_mode & 0o777 == 0o666 & ~umask
 
 
 def test_faststart_moov_before_mdat(cli, media: Path) -> None:  # type: ignore[no-untyped-def]

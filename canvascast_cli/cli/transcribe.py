@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import enum
-import os
 import sys
-import tempfile
 from pathlib import Path
 from typing import Annotated
 
@@ -103,7 +101,10 @@ def transcribe_command(
                 sys.stdout.write(text)
             out.note(summary)
             return
-        _write_atomically(output, text, overwrite)
+        from canvascast_cli.atomic import staged
+
+        with staged(output, overwrite=overwrite) as tmp:
+            tmp.write_text(text, encoding="utf-8")
         out.note(f"[green]Wrote[/green] {output} ({chosen}): {summary}")
         out.data({"output": str(output.absolute()), "format": chosen,
                   "words": len(transcript.words), "segments": len(transcript.segments),
@@ -126,24 +127,6 @@ def _check_destination(output: Path, overwrite: bool) -> None:
         raise InvalidInput(f"{output} already exists; pass --overwrite to replace it")
     if not output.absolute().parent.is_dir():
         raise InvalidInput(f"{output.parent}: output folder does not exist")
-
-
-def _write_atomically(output: Path, text: str, overwrite: bool) -> None:
-    folder = output.absolute().parent
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{output.name}.", suffix=".part")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        if overwrite:
-            os.replace(tmp, output)
-        else:
-            try:
-                os.link(tmp, output)  # refuses to clobber a file that appeared meanwhile
-            except FileExistsError:
-                raise InvalidInput(f"{output} appeared meanwhile; pass --overwrite") from None
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def _run(out: Output, audio: Path, job):  # type: ignore[no-untyped-def]

@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
-import tempfile
 import time
 import unicodedata
 from collections.abc import Callable, Sequence
@@ -21,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from canvascast_cli.atomic import write_bytes
 from canvascast_cli.engines.images.base import ImageRequest, ImageResult, Provider
 from canvascast_cli.engines.images.style import StyleConfig
 from canvascast_cli.errors import GpuOutOfMemory, InvalidInput
@@ -144,18 +143,7 @@ def write_result(out_dir: Path, prompt: str, request: ImageRequest, result: Imag
     digest = hashlib.sha256(result.data).hexdigest()
     record = ImageRecord(file=str(image.absolute()), sidecar=str(sidecar.absolute()),
                          sha256=digest, **common)  # type: ignore[arg-type]
-    _atomic_write(image, result.data)
+    write_bytes(image, result.data)
     meta = {**record.to_dict(), "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-    _atomic_write(sidecar, (json.dumps(meta, indent=1, ensure_ascii=False) + "\n").encode())
+    write_bytes(sidecar, (json.dumps(meta, indent=1, ensure_ascii=False) + "\n").encode())
     return record
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)

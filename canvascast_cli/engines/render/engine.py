@@ -26,6 +26,7 @@ import cv2
 import numpy as np
 
 from canvascast_cli.assets import FONTS_DIR
+from canvascast_cli.atomic import staged
 from canvascast_cli.engines.render.audio import build_audio_graph
 from canvascast_cli.engines.render.captions import build_ass
 from canvascast_cli.engines.render.compose import Compositor
@@ -103,33 +104,12 @@ def render(
     if not 0 <= start < end <= total:
         raise InvalidInput(f"frame range {start}:{end} is outside the video's 0:{total} frames")
 
-    fd, tmp_name = tempfile.mkstemp(dir=output.parent, prefix=f".{output.stem}.",
-                                    suffix=".part.mp4")
-    os.close(fd)
-    tmp = Path(tmp_name)
     began = time.perf_counter()
-    try:
-        with tempfile.TemporaryDirectory(prefix="canvascast-render-") as work:
-            _encode(resolved, tmp, Path(work), options, start, end, on_progress)
+    with staged(output, overwrite=overwrite, suffix=".part.mp4") as tmp, \
+            tempfile.TemporaryDirectory(prefix="canvascast-render-") as work:
+        _encode(resolved, tmp, Path(work), options, start, end, on_progress)
         elapsed = time.perf_counter() - began
         digest, size = _sha256(tmp)
-        if overwrite:
-            os.replace(tmp, output)
-        else:
-            # link() refuses to clobber a file that appeared while we rendered.
-            try:
-                os.link(tmp, output)
-            except FileExistsError:
-                raise InvalidInput(
-                    f"{output} appeared during the render; pass --overwrite to replace it"
-                ) from None
-            except OSError:
-                os.replace(tmp, output)  # filesystems without hard links
-            else:
-                tmp.unlink()
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
     fps = resolved.output.fps
     frames = end - start

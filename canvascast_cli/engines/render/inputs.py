@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from urllib.parse import urlparse
 
+from canvascast_cli.atomic import staged
 from canvascast_cli.errors import InvalidInput, JobFailed
 from canvascast_cli.paths import cache_dir
 from canvascast_cli.timeline import ResolvedTimeline, Timeline, Word, read_words_file
@@ -179,21 +179,15 @@ def _download(field: str, url: str) -> Path:
                 raise InvalidInput(f"{field}: {url} answered HTTP {resp.status_code}")
             if resp.status_code >= 300:
                 raise JobFailed(f"{field}: {url} answered HTTP {resp.status_code}")
-            fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=".download-")
             size = 0
-            try:
-                with os.fdopen(fd, "wb") as out:
-                    for chunk in resp.iter_bytes():
-                        size += len(chunk)
-                        if size > MAX_DOWNLOAD_BYTES:
-                            raise InvalidInput(
-                                f"{field}: {url} is larger than "
-                                f"{MAX_DOWNLOAD_BYTES // (1024 * 1024)} MiB")
-                        out.write(chunk)
-                os.replace(tmp_name, target)
-            finally:
-                if os.path.exists(tmp_name):
-                    os.unlink(tmp_name)
+            with staged(target) as tmp, tmp.open("wb") as out:
+                for chunk in resp.iter_bytes():
+                    size += len(chunk)
+                    if size > MAX_DOWNLOAD_BYTES:
+                        raise InvalidInput(
+                            f"{field}: {url} is larger than "
+                            f"{MAX_DOWNLOAD_BYTES // (1024 * 1024)} MiB")
+                    out.write(chunk)
     except httpx.HTTPError as exc:
         raise JobFailed(f"{field}: cannot download {url}: {exc}") from None
     return target

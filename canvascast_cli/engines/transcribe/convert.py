@@ -33,7 +33,6 @@ import hashlib
 import json
 import os
 import re
-import secrets
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -41,6 +40,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+from canvascast_cli.atomic import staged
 
 if TYPE_CHECKING:
     from whisper.model import Whisper
@@ -549,19 +550,13 @@ def _map_weights(variables: _Variables, dims: dict[str, int]) -> dict[str, np.nd
 def _write_atomically(path: Path, write: Callable[[Any], None]) -> str:
     """Write through ``write(file)`` to a temp file beside ``path``, then rename; sha256."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    # Same directory, so the rename is atomic; a plain open() so the umask applies.
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    try:
-        with open(tmp, "xb") as fh:
+    with staged(path) as tmp:
+        with open(tmp, "wb") as fh:
             write(fh)
             fh.flush()
             os.fsync(fh.fileno())
         with open(tmp, "rb") as fh:
             digest = hashlib.file_digest(fh, "sha256").hexdigest()
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
     return digest
 
 

@@ -22,6 +22,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from canvascast_cli.atomic import write_bytes
 from canvascast_cli.errors import InvalidInput
 from canvascast_cli.paths import cache_dir
 
@@ -177,9 +178,7 @@ def verified_sha256(path: Path) -> str:
     memo[key] = digest.hexdigest()
     try:
         memo_file.parent.mkdir(parents=True, exist_ok=True)
-        tmp = memo_file.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(memo))
-        os.replace(tmp, memo_file)
+        write_bytes(memo_file, json.dumps(memo).encode())
     except OSError:
         pass  # a read-only cache only costs re-hashing next time
     return str(memo[key])
