@@ -59,7 +59,7 @@ CONFIGS = [
 
 
 def make_clip(folder: Path) -> tuple[Path, list[dict[str, Any]]]:
-    from canvascast_cli.testing import espeak
+    from tests import espeak
 
     if not espeak.available():
         sys.exit("libespeak-ng is needed to make the clip: apt-get install espeak-ng")
@@ -105,7 +105,7 @@ def run_config(audio: Path, model: Path, engine: str, compute: str, beam: int
 
 
 def score(words: list[dict[str, Any]], truth: list[dict[str, Any]]) -> dict[str, float]:
-    from canvascast_cli.engines.transcribe.quality import timing_errors, word_error_rate
+    from tests.quality import timing_errors, word_error_rate
 
     starts, ends = timing_errors(truth, words)
     return {"wer": word_error_rate([w["word"] for w in truth], [w["word"] for w in words]),

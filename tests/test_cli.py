@@ -8,7 +8,7 @@ import subprocess
 import sys
 
 from canvascast_cli.timeline import timeline_schema
-from tests.conftest import REPO, run_subprocess
+from tests.helpers import REPO, run_subprocess
 
 HEAVY = ("numpy", "cv2", "av", "PIL", "torch", "modal", "whisper", "faster_whisper",
          "diffusers", "imageio_ffmpeg")

@@ -8,7 +8,7 @@ import pytest
 
 from canvascast_cli.config import function_cost_per_second, load_config
 from canvascast_cli.errors import ConfigError
-from tests.conftest import REPO
+from tests.helpers import REPO
 
 
 def test_defaults_are_the_seed_values() -> None:

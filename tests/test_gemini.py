@@ -20,7 +20,7 @@ from PIL import Image, PngImagePlugin
 
 from canvascast_cli.engines.images.base import ImageRequest
 from canvascast_cli.engines.images.gemini import GeminiProvider
-from canvascast_cli.errors import InvalidInput, JobFailed, Timeout
+from canvascast_cli.errors import ConnectionFailed, InvalidInput, ServerError, Timeout
 
 KEY = "AIzaTEST-not-a-real-key-0123456789abcdef"
 RATIO_SIZES = {"16:9": (64, 36), "1:1": (48, 48), "9:16": (36, 64)}
@@ -316,7 +316,7 @@ def test_server_errors_are_retried_then_fail_retryable(server: FakeGemini) -> No
     server.reply = lambda body: error_reply(503, "UNAVAILABLE", "The model is overloaded.")
     delays: list[float] = []
     provider = GeminiProvider(KEY, base_url=server.url, sleep=delays.append)
-    with pytest.raises(JobFailed) as info:
+    with pytest.raises(ServerError) as info:
         provider.generate([request("a", 0), request("b", 1)])
     assert info.value.retryable and "HTTP 503 UNAVAILABLE" in info.value.message
     assert len(server.requests) == 6 and sorted(delays) == [1.0, 1.0, 2.0, 2.0]
@@ -331,7 +331,7 @@ def test_connection_errors_are_sanitised(server: FakeGemini) -> None:
         url = f"http://127.0.0.1:{s.getsockname()[1]}"
     delays: list[float] = []
     provider = GeminiProvider(KEY, base_url=url, sleep=delays.append)
-    with pytest.raises(JobFailed) as info:
+    with pytest.raises(ConnectionFailed) as info:
         provider.generate([request()])
     assert info.value.retryable and f"cannot reach Gemini at {url}" in str(info.value)
     assert delays == [1.0, 2.0]

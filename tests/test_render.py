@@ -18,7 +18,7 @@ import cv2
 import numpy as np
 import pytest
 
-from tests.conftest import (
+from tests.helpers import (
     decode_audio,
     decode_frames,
     probe,

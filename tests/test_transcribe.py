@@ -20,9 +20,9 @@ from canvascast_cli.engines.transcribe.formats import (
     cues_from_words,
     render_transcript,
 )
-from canvascast_cli.engines.transcribe.quality import timing_errors, word_error_rate
 from canvascast_cli.engines.transcribe.result import Segment, Transcript, Word
-from tests.conftest import REPO, write_timeline
+from tests.helpers import REPO, write_timeline
+from tests.quality import timing_errors, word_error_rate
 
 DEMO = REPO / "examples" / "demo"
 NARRATION = DEMO / "narration.flac"

@@ -31,10 +31,13 @@ from canvascast_cli.engines.images.base import ImageRequest, ImageResult
 from canvascast_cli.errors import (
     AuthFailed,
     CanvasCastError,
+    ConnectionFailed,
     InvalidInput,
     JobFailed,
     RateLimited,
+    ServerError,
     Timeout,
+    is_retryable,
 )
 
 if TYPE_CHECKING:
@@ -66,17 +69,6 @@ MAX_WORKERS = 4  # concurrent requests per batch: enough for latency, gentle on 
 ATTEMPTS = 3  # per prompt, first try included
 BACKOFF_MAX_S = 30.0  # longest computed pause between two attempts
 RETRY_HINT_MAX_S = 60.0  # longest server-requested pause we honour; longer: give up
-
-
-class _RateLimited(RateLimited):
-    """A 429 that remembers the service's retry hint, so the backoff can honour it.
-
-    Private: the code (RATE_LIMITED) and everything callers see are ``RateLimited``'s.
-    """
-
-    def __init__(self, message: str, *, retry_after: float | None) -> None:
-        super().__init__(message)
-        self.retry_after = retry_after
 
 
 class GeminiProvider:
@@ -207,10 +199,8 @@ class GeminiProvider:
             return Timeout(f"Gemini did not answer within the request timeout "
                            f"({self._redact(type(exc).__name__)})")
         if isinstance(exc, (*transport, ConnectionError)):
-            error = JobFailed(f"cannot reach Gemini at {self._endpoint()}: "
-                              f"{self._redact(str(exc) or type(exc).__name__)}")
-            error.retryable = True  # transient: worth another attempt, here and upstream
-            return error
+            return ConnectionFailed(f"cannot reach Gemini at {self._endpoint()}: "
+                                    f"{self._redact(str(exc) or type(exc).__name__)}")
         return JobFailed(f"Gemini request failed: {type(exc).__name__}: "
                          f"{self._redact(str(exc))}")
 
@@ -223,7 +213,7 @@ class GeminiProvider:
         if code == 429:
             retry_after = _retry_hint(exc.response, details)
             hint = f"; the service asks to retry after {retry_after:g} s" if retry_after else ""
-            return _RateLimited(f"Gemini rate limit or quota exceeded ({said}){hint}",
+            return RateLimited(f"Gemini rate limit or quota exceeded ({said}){hint}",
                                 retry_after=retry_after)
         # An invalid key is a 400 INVALID_ARGUMENT (reason API_KEY_INVALID), not a 401.
         if code in (401, 403) or "API_KEY_INVALID" in str(details) or (
@@ -238,9 +228,9 @@ class GeminiProvider:
             return Timeout(f"Gemini timed out ({said})")
         if 400 <= code < 500:
             return InvalidInput(f"Gemini rejected the request ({said})")
-        error = JobFailed(f"Gemini server error ({said})")
-        error.retryable = 500 <= code < 600  # overloaded/unavailable: transient
-        return error
+        if 500 <= code < 600:  # overloaded/unavailable: transient
+            return ServerError(f"Gemini server error ({said})")
+        return JobFailed(f"Gemini request failed ({said})")
 
     def _redact(self, text: str) -> str:
         """``text`` without the API key (servers and proxies may echo it back)."""
@@ -276,7 +266,7 @@ def _about_the_model(message: str) -> bool:
 def _retry_here(exc: BaseException) -> bool:
     """Rate limits, 5xx and failed connections; not timeouts (a timed-out image may still
     be generated and billed) nor anything that is the request's fault."""
-    return (isinstance(exc, CanvasCastError) and exc.retryable
+    return (isinstance(exc, CanvasCastError) and is_retryable(exc)
             and not isinstance(exc, Timeout))
 
 
@@ -284,7 +274,7 @@ def _backoff(state: RetryCallState) -> float:
     """1 s, 2 s, 4 s ... (at most BACKOFF_MAX_S), or longer where a 429 says so."""
     delay = min(BACKOFF_MAX_S, 2.0 ** (state.attempt_number - 1))
     exc = state.outcome.exception() if state.outcome is not None else None
-    if isinstance(exc, _RateLimited) and exc.retry_after:
+    if isinstance(exc, RateLimited) and exc.retry_after:
         delay = max(delay, min(exc.retry_after, RETRY_HINT_MAX_S))
     return delay
 

@@ -1,1 +1,0 @@
-"""Test-support helpers: synthetic media with known ground truth, for tests and demo assets."""
