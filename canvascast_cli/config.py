@@ -12,20 +12,32 @@ Every effective value remembers where it came from (``Config.sources``), which i
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import tomllib
+import typing
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
+from canvascast_cli import env
 from canvascast_cli.errors import ConfigError
 
 CONFIG_FILENAME = "modal.toml"
-ENV_PREFIX = "CANVASCAST_"
+ENV_PREFIX = env.PREFIX
+ENV_CONFIG = env.CONFIG
 
 # GPU types Modal accepts (optionally with a count, "A100:2"). Modal checks this only on
 # the server, at deploy time; checking here turns a failed deploy into a clear local error.
@@ -148,6 +160,19 @@ class Settings(_Strict):
     warm: WarmConfig = WarmConfig()
     pricing: PricingConfig = PricingConfig()
 
+    @model_validator(mode="after")
+    def _windows_fit(self) -> Settings:
+        problems = []
+        for i, window in enumerate(self.warm.windows):
+            cap = getattr(self.functions, window.function).max_containers
+            if window.min_containers > cap:
+                problems.append(
+                    f"warm.windows[{i}].min_containers: {window.min_containers} is more than "
+                    f"functions.{window.function}.max_containers ({cap})")
+        if problems:
+            raise ValueError("\n".join(problems))
+        return self
+
 
 @dataclass(frozen=True)
 class Config:
@@ -189,25 +214,28 @@ def load_config(
     ``path``: an explicit file (``--config`` / ``CANVASCAST_CONFIG``); it must exist.
     Without it the nearest ``modal.toml`` is used when ``search`` is true.
     ``overrides``: dotted key path -> value, from command-line flags.
+
+    Every layer is merged key by key over the built-in defaults, so a table that sets one
+    key keeps the defaults of the others, and the effective values are what is validated.
     """
     env = os.environ if env is None else env
-    if path is None and env.get(ENV_PREFIX + "CONFIG"):
-        path = env[ENV_PREFIX + "CONFIG"]
+    if path is None and env.get(ENV_CONFIG):
+        path = env[ENV_CONFIG]
     config_path: Path | None
     if path is not None:
         config_path = Path(path).expanduser()
         if not config_path.is_file():
-            raise ConfigError(f"{config_path}: config file not found")
+            what = "is a folder, not a file" if config_path.is_dir() else "not found"
+            raise ConfigError(f"{config_path}: config file {what}")
     else:
         config_path = find_config() if search else None
 
-    raw: dict[str, Any] = {}
+    raw: dict[str, Any] = Settings().model_dump()
     sources: dict[str, str] = {}
     problems: list[str] = []
 
     if config_path is not None:
-        file_data = _read_toml(config_path)
-        _merge(raw, file_data, sources, str(config_path))
+        _merge(raw, _read_toml(config_path), sources, str(config_path))
 
     env_data, env_sources, env_problems = _env_overrides(env)
     problems += env_problems
@@ -224,28 +252,46 @@ def load_config(
     except ValidationError as exc:
         problems += _describe(exc, sources, config_path)
     if problems:
-        where = str(config_path) if config_path else "configuration"
         noun = "problem" if len(problems) == 1 else "problems"
-        raise ConfigError(f"{where}: {len(problems)} {noun}", details=problems)
+        raise ConfigError(f"{_where(problems, config_path)}: {len(problems)} {noun}",
+                          details=problems)
     return Config(settings=settings, path=config_path, sources=sources)
+
+
+def _where(problems: list[str], config_path: Path | None) -> str:
+    """What the error is headed with: the file only when a problem is in the file."""
+    if config_path is not None and any(p.startswith(f"{config_path}:") for p in problems):
+        return str(config_path)
+    if all(p.startswith(ENV_PREFIX) or p.startswith("env ") for p in problems):
+        return f"environment ({ENV_PREFIX}*)"
+    return "configuration"
 
 
 def _read_toml(path: Path) -> dict[str, Any]:
     try:
-        with path.open("rb") as fh:
-            return tomllib.load(fh)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+        data = path.read_bytes()
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
+    try:
+        text = data.decode("utf-8-sig")  # a UTF-8 byte order mark is harmless
+    except UnicodeDecodeError:
+        utf16 = data[:2] in (b"\xff\xfe", b"\xfe\xff")
+        hint = (" (it is UTF-16, which PowerShell's `>` writes; save it as UTF-8, e.g. "
+                "`Set-Content -Encoding utf8`)" if utf16 else "")
+        raise ConfigError(f"{path}: not UTF-8 text{hint}") from None
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
 
 
 def _env_overrides(env: Mapping[str, str]) -> tuple[dict[str, Any], dict[str, str], list[str]]:
     """``CANVASCAST_FUNCTIONS__RENDER_VIDEO__TIMEOUT=900`` -> functions.render_video.timeout.
 
     Only names with a ``__`` are config keys; the others (CANVASCAST_JSON, ...) are global
-    options. Values are read as TOML literals (``900``, ``true``, ``"A10G"``), falling back
-    to a plain string, so ``CANVASCAST_FUNCTIONS__RENDER_VIDEO__GPU=T4`` works unquoted.
+    options. Each value is parsed by its key's type: text keys take the text as written
+    (``CANVASCAST_APP__NAME=123`` is the name "123"), numbers and booleans are parsed as
+    such, lists and tables as TOML literals.
     """
     data: dict[str, Any] = {}
     sources: dict[str, str] = {}
@@ -266,16 +312,65 @@ def _env_overrides(env: Mapping[str, str]) -> tuple[dict[str, Any], dict[str, st
             # GPU names are upper case with dashes (A100-80GB): keep the name as written.
             raw_key = name[len(ENV_PREFIX):].split("__", 2)[2]
             dotted = "pricing.gpu_second." + raw_key.replace("_", "-")
-        _set_path(data, dotted.split("."), _parse_env_value(env[name]))
+        try:
+            value = _parse_env_value(env[name], _key_type(dotted))
+        except ValueError as exc:
+            problems.append(f"env {name}: {dotted}: {exc}")
+            continue
+        _set_path(data, dotted.split("."), value)
         sources[dotted] = f"env {name}"
     return data, sources, problems
 
 
-def _parse_env_value(text: str) -> Any:
-    try:
+def _key_type(dotted: str) -> Any:
+    """The annotation of the setting at ``dotted`` (``float`` for a GPU price)."""
+    if dotted.startswith("pricing.gpu_second."):
+        return float
+    model: Any = Settings
+    annotation: Any = None
+    for part in dotted.split("."):
+        info = getattr(model, "model_fields", {}).get(part)
+        if info is None:
+            return None
+        annotation = info.annotation
+        model = annotation
+    return annotation
+
+
+def _parse_env_value(text: str, annotation: Any) -> Any:
+    """``text`` as a value of type ``annotation``; ValueError says what was expected."""
+    args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    optional = type(None) in typing.get_args(annotation)
+    base = args[0] if optional and len(args) == 1 else annotation
+    if optional and not text.strip():
+        return None
+    if base is str or typing.get_origin(base) is Literal:
+        return text
+    if base is bool:
+        lowered = text.strip().lower()
+        if lowered in ("true", "1", "yes", "on"):
+            return True
+        if lowered in ("false", "0", "no", "off"):
+            return False
+        raise ValueError(f"{text!r} is not a boolean; use true or false")
+    if base is int:
+        try:
+            return int(text.strip())
+        except ValueError:
+            raise ValueError(f"{text!r} is not a whole number") from None
+    if base is float:
+        try:
+            number = float(text.strip())
+        except ValueError:
+            raise ValueError(f"{text!r} is not a number") from None
+        if not math.isfinite(number):
+            raise ValueError(f"{text!r} is not a finite number")
+        return number
+    try:  # lists and tables: a TOML literal
         return tomllib.loads(f"v = {text}")["v"]
     except tomllib.TOMLDecodeError:
-        return text
+        raise ValueError(f"{text!r} is not a TOML value of the expected type (a list or "
+                         "inline table, e.g. [\"mon\", \"tue\"])") from None
 
 
 def _merge(
@@ -287,14 +382,14 @@ def _merge(
     explicit_sources: Mapping[str, str] | None = None,
     prefix: str = "",
 ) -> None:
+    """Merge ``data`` into ``into`` key by key: tables merge, other values replace."""
     for key, value in data.items():
         dotted = f"{prefix}{key}"
-        if isinstance(value, Mapping) and isinstance(into.get(key, {}), dict):
-            child = into.setdefault(key, {})
-            _merge(child, value, sources, source, explicit_sources=explicit_sources,
+        if isinstance(value, Mapping) and isinstance(into.get(key), dict):
+            _merge(into[key], value, sources, source, explicit_sources=explicit_sources,
                    prefix=dotted + ".")
             continue
-        into[key] = value
+        into[key] = dict(value) if isinstance(value, Mapping) else value
         label = explicit_sources.get(dotted) if explicit_sources else source
         sources[dotted] = label or "default"
 
@@ -331,16 +426,32 @@ def _describe(exc: ValidationError, sources: Mapping[str, str], path: Path | Non
             message = "unknown key" + (f"; allowed: {', '.join(allowed)}" if allowed else "")
         elif err["type"] not in ("value_error", "missing") and "input" in err:
             message += f" (got {err['input']!r})"
-        lines.append(f"{origin}: {dotted or '(top level)'}: {message}")
+        if not dotted:  # a model-level check: one line per problem, each with its key
+            for part in message.splitlines():
+                key = re.sub(r"\[\d+\]", "", part.split(":", 1)[0])
+                lines.append(f"{_origin(key, sources, path)}: {part}")
+            continue
+        lines.append(f"{origin}: {dotted}: {message}")
     return lines
 
 
 def _origin(dotted: str, sources: Mapping[str, str], path: Path | None) -> str:
+    """Where the value at ``dotted`` came from; for a default value that clashes with a
+    set one (``max_containers`` below a configured ``min_containers``), where the set one
+    in the same table came from."""
     candidates = [dotted] + [k for k in sources if k.startswith(dotted + ".")]
     for key in candidates:
         if key in sources:
             return sources[key]
-    return str(path) if path else "defaults"
+    parts = dotted.split(".")
+    for cut in range(len(parts) - 1, 0, -1):  # the nearest enclosing key or table set
+        table = ".".join(parts[:cut])
+        if table in sources:
+            return sources[table]
+        siblings = [source for key, source in sources.items() if key.startswith(table + ".")]
+        if siblings:
+            return siblings[0]
+    return "defaults"
 
 
 def _allowed_keys(loc: Iterable[str]) -> list[str]:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import typing
 from collections.abc import Sequence
 from dataclasses import dataclass
 from fractions import Fraction
@@ -27,40 +28,111 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    GetCoreSchemaHandler,
+    GetJsonSchemaHandler,
+    TypeAdapter,
     ValidationError,
+    WithJsonSchema,
     field_validator,
     model_validator,
 )
+from pydantic.json_schema import JsonSchemaValue
+from pydantic_core import core_schema
 
 from canvascast_cli.errors import InvalidInput
+from canvascast_cli.words import Word
+
+__all__ = ["Word"]  # re-exported: caption words are the one Word type
 
 MIN_SIDE, MAX_SIDE = 32, 4096
 MAX_PIXELS = 3840 * 2160  # 4K UHD: beyond it x264 levels and memory stop making sense
 MIN_FPS, MAX_FPS = 1.0, 120.0
 MAX_SCENE_SECONDS = 3600.0
+# A timeline is a video someone will watch: beyond these it is a mistake or an attack
+# (a 50 MB file of 740,000 scenes), refused before any image is looked at.
+MAX_SCENES = 10_000
+MAX_VIDEO_SECONDS = 4 * 3600.0
+MAX_CAPTION_WORDS = 100_000
+MAX_NESTING = 64  # JSON deeper than this is not a timeline
 
 HEX_COLOR = r"^#(?:[0-9A-Fa-f]{6}|[0-9A-Fa-f]{8})$"
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # Strict: JSON has types, and a width of "320" or true is a mistake to report, not to
+    # coerce. Unknown fields are mistakes too (usually typos).
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
-def _shorthand(key: str) -> Any:
-    """Let ``"motion": "zoom_in"`` stand for ``{"type": "zoom_in"}`` (same for others)."""
+def _as_tuple(value: Any) -> Any:
+    """JSON has arrays, not tuples: accept a list where a fixed-length tuple belongs."""
+    return tuple(value) if isinstance(value, list) else value
 
-    def convert(value: Any) -> Any:
-        return {key: value} if isinstance(value, str) else value
 
-    return BeforeValidator(convert)
+@dataclass(frozen=True)
+class _Shorthand:
+    """Let ``"motion": "zoom_in"`` stand for ``{"type": "zoom_in"}`` (same for others);
+    the JSON Schema accepts the string form too (``string_schema``)."""
+
+    key: str
+    string_schema: tuple[tuple[str, Any], ...]
+
+    def convert(self, value: Any) -> Any:
+        return {self.key: value} if isinstance(value, str) else value
+
+    def __get_pydantic_core_schema__(self, source: Any, handler: GetCoreSchemaHandler
+                                     ) -> core_schema.CoreSchema:
+        return core_schema.no_info_before_validator_function(self.convert, handler(source))
+
+    def __get_pydantic_json_schema__(self, schema: core_schema.CoreSchema,
+                                     handler: GetJsonSchemaHandler) -> JsonSchemaValue:
+        return {"anyOf": [handler(schema), dict(self.string_schema)]}
+
+
+def _shorthand(key: str, **string_schema: Any) -> _Shorthand:
+    return _Shorthand(key, tuple(string_schema.items()))
+
+
+def _frame_rate(value: Any) -> Any:
+    """``"30000/1001"`` -> 29.97002997...; 29.97, 23.976, 59.94 ... -> the exact NTSC rate.
+
+    Video people write 29.97 and mean 30000/1001: a rate within 0.01 of N*1000/1001 is
+    taken to be exactly that, so frame counts and the stream's time base are the
+    broadcast ones.
+    """
+    if isinstance(value, str):
+        num, sep, den = value.strip().partition("/")
+        try:
+            rate = Fraction(int(num), int(den)) if sep else Fraction(num)
+        except (ValueError, ZeroDivisionError):
+            raise ValueError(f"{value!r} is not a frame rate; give a number (30, 29.97) or "
+                             "a fraction (\"30000/1001\")") from None
+        value = float(rate)
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and \
+            math.isfinite(value) and value != round(value):
+        ntsc = round(value * 1.001)
+        if abs(value - ntsc * 1000 / 1001) < 0.01:
+            return ntsc * 1000 / 1001
+    return value
+
+
+_SIDE_SCHEMA: dict[str, Any] = {"minimum": MIN_SIDE, "maximum": MAX_SIDE, "multipleOf": 2}
 
 
 class OutputSpec(_Model):
-    width: int = Field(1920, description=f"Even, {MIN_SIDE}-{MAX_SIDE} px.")
-    height: int = Field(1080, description=f"Even, {MIN_SIDE}-{MAX_SIDE} px.")
-    fps: float = Field(30.0, description=f"Frames per second, {MIN_FPS:g}-{MAX_FPS:g}.")
-    background: str = Field("#000000", pattern=HEX_COLOR,
-                            description="Fill where an image does not cover the frame.")
+    # Bounds are checked by the validators below (for their messages) and stated in the
+    # JSON Schema, so the schema accepts exactly what the model accepts.
+    width: int = Field(1920, description=f"Even, {MIN_SIDE}-{MAX_SIDE} px.",
+                       json_schema_extra=_SIDE_SCHEMA)
+    height: int = Field(1080, description=f"Even, {MIN_SIDE}-{MAX_SIDE} px.",
+                        json_schema_extra=_SIDE_SCHEMA)
+    fps: Annotated[float, BeforeValidator(_frame_rate), WithJsonSchema({"anyOf": [
+        {"type": "number", "minimum": MIN_FPS, "maximum": MAX_FPS},
+        {"type": "string", "pattern": r"^\d+(\.\d+)?(/[1-9]\d*)?$"}]})] = Field(
+        30.0,
+        description=f"Frames per second, {MIN_FPS:g}-{MAX_FPS:g}: a number, or a fraction "
+        "as a string (\"30000/1001\"); 23.976, 29.97, 59.94 mean the exact NTSC rates "
+        "(24000/1001, 30000/1001, 60000/1001).")
 
     @field_validator("width", "height")
     @classmethod
@@ -74,9 +146,11 @@ class OutputSpec(_Model):
     @field_validator("fps")
     @classmethod
     def _fps(cls, value: float) -> float:
-        if not MIN_FPS <= value <= MAX_FPS:
+        if not MIN_FPS <= value <= MAX_FPS or not math.isfinite(value):
             raise ValueError(f"{value:g} is out of range: use {MIN_FPS:g} to {MAX_FPS:g}")
         return value
+    background: str = Field("#000000", pattern=HEX_COLOR,
+                            description="Fill where an image does not cover the frame.")
 
     @model_validator(mode="after")
     def _area(self) -> OutputSpec:
@@ -88,10 +162,11 @@ class OutputSpec(_Model):
 
     @property
     def rate(self) -> Fraction:
-        """The frame rate as a fraction (29.97 -> 2997/100), for ffmpeg."""
+        """The frame rate as a fraction for ffmpeg (29.97 -> 30000/1001)."""
         return Fraction(self.fps).limit_denominator(1001)
 
 
+_Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
 MotionType = Literal["none", "zoom_in", "zoom_out", "pan_left", "pan_right", "pan_up", "pan_down"]
 
 
@@ -106,15 +181,8 @@ class Motion(_Model):
     type: MotionType = "none"
     amount: float = Field(0.15, gt=0, le=1.0, description="Zoom amount: 0.15 = 15% closer.")
     easing: Literal["linear", "ease_in_out"] = "linear"
-    focus: tuple[float, float] = Field(
+    focus: Annotated[tuple[_Fraction, _Fraction], BeforeValidator(_as_tuple)] = Field(
         (0.5, 0.5), description="Zoom centre as fractions of the image's width and height.")
-
-    @field_validator("focus")
-    @classmethod
-    def _focus(cls, value: tuple[float, float]) -> tuple[float, float]:
-        if not all(0.0 <= v <= 1.0 for v in value):
-            raise ValueError("focus values must be between 0 and 1")
-        return value
 
 
 class Transition(_Model):
@@ -126,9 +194,12 @@ class Transition(_Model):
 
 class Scene(_Model):
     image: str = Field(min_length=1, description="Image file (relative to the timeline) or URL.")
-    duration: float = Field(description="Seconds on screen, including transition overlaps.")
-    motion: Annotated[Motion, _shorthand("type")] = Motion()
-    transition: Annotated[Transition, _shorthand("type")] = Field(
+    duration: float = Field(description="Seconds on screen, including transition overlaps.",
+                            json_schema_extra={"exclusiveMinimum": 0,
+                                               "maximum": MAX_SCENE_SECONDS})
+    motion: Annotated[Motion, _shorthand("type", enum=list(typing.get_args(MotionType)))
+                      ] = Motion()
+    transition: Annotated[Transition, _shorthand("type", enum=["cut", "crossfade"])] = Field(
         Transition(), description="Transition into the next scene.")
 
     @field_validator("duration")
@@ -154,18 +225,6 @@ class Music(_Model):
     fade_out: float = Field(1.5, ge=0, le=30)
 
 
-class Word(_Model):
-    word: str
-    start: float = Field(ge=0)
-    end: float = Field(ge=0)
-
-    @model_validator(mode="after")
-    def _ordered(self) -> Word:
-        if self.end < self.start:
-            raise ValueError(f"end ({self.end:g}) is before start ({self.start:g})")
-        return self
-
-
 class CaptionStyle(_Model):
     font: str = Field("DejaVu Sans", description="Font family name, or a .ttf/.otf file path.")
     size: int | None = Field(None, ge=6, le=400, description="Pixels; default 6% of height.")
@@ -180,7 +239,11 @@ class CaptionStyle(_Model):
 
 
 class Captions(_Model):
-    words: list[Word] | None = Field(None, description="Word timings, seconds of narration.")
+    model_config = ConfigDict(json_schema_extra={
+        "oneOf": [{"required": ["words"]}, {"required": ["transcript"]}]})
+
+    words: list[Word] | None = Field(None, max_length=MAX_CAPTION_WORDS,
+                                     description="Word timings, seconds of narration.")
     transcript: str | None = Field(
         None, description="A transcript JSON file (as `canvascast transcribe` writes it).")
     offset: float | None = Field(
@@ -199,21 +262,23 @@ class Timeline(_Model):
 
     model_config = ConfigDict(
         extra="forbid", frozen=True,
-        json_schema_extra={"$schema": "https://json-schema.org/draft/2020-12/schema"})
+        json_schema_extra={
+            "$schema": "https://json-schema.org/draft/2020-12/schema",
+            "$comment": "Rules that span fields are checked by canvascast, not by this "
+                        "schema: the last scene's transition is a cut; a crossfade fits "
+                        "inside both scenes it joins; every scene lasts at least one frame; "
+                        "the video lasts at most 4 h; width x height is at most 3840x2160; "
+                        "a word's end is not before its start.",
+        })
 
     version: Literal[1] = 1
     output: OutputSpec = OutputSpec()
-    scenes: list[Scene] = Field(description="At least one scene, shown in order.")
-    narration: Annotated[Narration | None, _shorthand("path")] = None
-    music: Annotated[Music | None, _shorthand("path")] = None
+    scenes: list[Scene] = Field(min_length=1, max_length=MAX_SCENES,
+                                description="At least one scene, shown in order.")
+    narration: Annotated[Narration | None, _shorthand("path", type="string", minLength=1)
+                         ] = None
+    music: Annotated[Music | None, _shorthand("path", type="string", minLength=1)] = None
     captions: Captions | None = None
-
-    @field_validator("scenes")
-    @classmethod
-    def _some_scenes(cls, value: list[Scene]) -> list[Scene]:
-        if not value:
-            raise ValueError("the scene list is empty: give at least one scene")
-        return value
 
     @model_validator(mode="after")
     def _transitions_fit(self) -> Timeline:
@@ -244,8 +309,11 @@ class Timeline(_Model):
                     f"({self.scenes[i - 1].transition.duration:g} s + "
                     f"{self.scenes[i].transition.duration:g} s) are longer than the scene "
                     f"({self.scenes[i].duration:g} s)")
+        if not problems and self.duration > MAX_VIDEO_SECONDS:
+            problems.append(f"scenes: the video lasts {self.duration:,.0f} s; at most "
+                            f"{MAX_VIDEO_SECONDS:,.0f} s ({MAX_VIDEO_SECONDS / 3600:g} h)")
         if problems:
-            raise ValueError("; ".join(problems))
+            raise ValueError("\n".join(problems))
         return self
 
     @property
@@ -283,6 +351,14 @@ def timeline_schema() -> dict[str, Any]:
 
 def parse_timeline(data: Any, *, source: str = "timeline") -> Timeline:
     """Validate the shape of a timeline; every problem is listed in one InvalidInput."""
+    if not isinstance(data, dict):
+        kind = {list: "a list", type(None): "null", str: "a string", bool: "a boolean"}.get(
+            type(data), "a number")
+        raise InvalidInput(f"{source}: a timeline is a JSON object ({{\"scenes\": [...]}}), "
+                           f"not {kind}")
+    scenes = data.get("scenes")
+    if isinstance(scenes, list) and len(scenes) > MAX_SCENES:  # before validating each
+        raise InvalidInput(f"{source}: scenes: {len(scenes):,} scenes; at most {MAX_SCENES:,}")
     try:
         return Timeline.model_validate(data)
     except ValidationError as exc:
@@ -294,27 +370,78 @@ def parse_timeline(data: Any, *, source: str = "timeline") -> Timeline:
                 message = "unknown field"
             elif err["type"] == "missing":
                 message = "required field is missing"
-            # A model-level validator reports several problems joined by "; ".
-            for part in message.split("; "):
+            elif loc == "scenes" and err["type"] == "too_short":
+                message = "the scene list is empty: give at least one scene"
+            elif err["type"].endswith("_type") and "input" in err:
+                message += f" (got {_brief(err['input'])})"
+            # A model-level validator reports several problems, one per line.
+            for part in message.splitlines():
                 details.append(f"{loc}: {part}" if loc else part)
         noun = "problem" if len(details) == 1 else "problems"
         raise InvalidInput(f"{source}: {len(details)} {noun}", details=details) from None
 
 
+def _brief(value: Any) -> str:
+    text = json.dumps(value, default=str) if not isinstance(value, str) else repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+MAX_TIMELINE_BYTES = 64 * 1024 * 1024
+_WORDS: TypeAdapter[Word] = TypeAdapter(Word)
+
+
 def load_timeline_file(path: Path) -> Timeline:
     try:
-        text = path.read_text(encoding="utf-8")
+        if path.is_dir():
+            raise InvalidInput(f"{path}: is a folder; give a timeline JSON file")
+        if path.stat().st_size > MAX_TIMELINE_BYTES:
+            raise InvalidInput(f"{path}: {path.stat().st_size / 2**20:.0f} MiB; a timeline "
+                               f"file is at most {MAX_TIMELINE_BYTES // 2**20} MiB")
+        raw = path.read_bytes()
     except FileNotFoundError:
         raise InvalidInput(f"{path}: timeline file not found") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InvalidInput(f"{path}: cannot read timeline: {exc}") from None
+    except OSError as exc:
+        raise InvalidInput(f"{path}: cannot read timeline: {exc.strerror}") from None
+    return parse_timeline(load_json(raw, source=str(path)), source=str(path))
+
+
+def load_json(raw: bytes | str, *, source: str) -> Any:
+    """JSON text (UTF-8, a byte order mark allowed) -> data; InvalidInput naming ``source``.
+
+    Nesting is capped before parsing: a timeline is a few levels deep, and 100,000 nested
+    brackets would otherwise exhaust the parser's recursion.
+    """
     try:
-        data = json.loads(text)
+        text = raw.decode("utf-8-sig") if isinstance(raw, bytes) else raw.removeprefix("\ufeff")
+    except UnicodeDecodeError as exc:
+        raise InvalidInput(f"{source}: not UTF-8 text (byte {exc.start})") from None
+    depth = _nesting(text)
+    if depth > MAX_NESTING:
+        raise InvalidInput(f"{source}: JSON nested {depth} levels deep; at most {MAX_NESTING}")
+    try:
+        return json.loads(text)
     except json.JSONDecodeError as exc:
         raise InvalidInput(
-            f"{path}: not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})"
+            f"{source}: not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})"
         ) from None
-    return parse_timeline(data, source=str(path))
+    except RecursionError:  # pragma: no cover - the nesting check comes first
+        raise InvalidInput(f"{source}: JSON nested too deeply") from None
+
+
+def _nesting(text: str) -> int:
+    """The deepest bracket nesting outside strings (an upper bound is enough)."""
+    if "[" not in text and "{" not in text:
+        return 0
+    # Strings may hold brackets: drop them first (escaped quotes included).
+    bare = re.sub(r'"(?:[^"\\]|\\.)*"', "", text)
+    depth = deepest = 0
+    for match in re.finditer(r"[\[\]{}]", bare):
+        if match.group() in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        else:
+            depth -= 1
+    return deepest
 
 
 def _loc(parts: Sequence[Any]) -> str:
@@ -366,9 +493,10 @@ def read_words_file(path: Path, *, field: str) -> list[Word]:
     for i, item in enumerate(words):
         if not isinstance(item, dict):
             raise InvalidInput(f"{field}: {path}: words[{i}] is not an object")
-        # Transcripts carry more per word (probability): captions need these three.
+        # Transcripts carry the same words (and maybe more keys): keep what Word has.
         try:
-            out.append(Word.model_validate({k: item.get(k) for k in ("word", "start", "end")}))
+            out.append(_WORDS.validate_python(
+                {k: item[k] for k in ("word", "start", "end", "probability") if k in item}))
         except ValidationError as exc:
             err = exc.errors(include_url=False)[0]
             where = ".".join(str(p) for p in err["loc"])

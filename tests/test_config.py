@@ -137,3 +137,84 @@ def test_cli_validate_and_show(cli, isolated_env: Path) -> None:  # type: ignore
         "value": 900, "source": str(isolated_env / "modal.toml")}
     table = cli("config", "show")
     assert table.exit_code == 0 and "functions.render_video.timeout" in table.stdout
+
+
+# --- partial tables, effective values, typed environment, encodings ---------------------
+
+
+def test_partial_table_keeps_the_other_defaults(tmp_path: Path) -> None:
+    path = tmp_path / "modal.toml"
+    path.write_text('[functions.render_video]\nmin_containers = 1\n'
+                    '[pricing.gpu_second]\nH100 = 0.002\n')
+    config = load_config(path, env={})
+    fn = config.settings.functions.render_video
+    assert (fn.cpu, fn.memory, fn.timeout, fn.min_containers) == (4.0, 8192, 600, 1)
+    prices = config.settings.pricing.gpu_second
+    assert prices["H100"] == 0.002 and prices["A10G"] == 0.000306
+    rows = {key: source for key, _, source in config.rows()}
+    assert rows["functions.render_video.min_containers"] == str(path)
+    assert rows["functions.render_video.cpu"] == "default"
+    assert function_cost_per_second(config.settings, "generate_images") > 0.0003
+
+
+def test_effective_values_are_validated(tmp_path: Path) -> None:
+    path = tmp_path / "modal.toml"
+    path.write_text("[functions.generate_images]\nmin_containers = 20\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path, env={})
+    assert info.value.details == [
+        f"{path}: functions.generate_images.max_containers: must be at least "
+        "min_containers (20); got 10"]
+    window = tmp_path / "warm.toml"
+    window.write_text('[[warm.windows]]\nfunction = "render_video"\nstart = "08:00"\n'
+                      'end = "18:00"\nmin_containers = 6\n')
+    with pytest.raises(ConfigError) as info:
+        load_config(window, env={})
+    assert info.value.details == [
+        f"{window}: warm.windows[0].min_containers: 6 is more than "
+        "functions.render_video.max_containers (5)"]
+
+
+def test_environment_values_parsed_by_the_key_type() -> None:
+    config = load_config(search=False, env={
+        "CANVASCAST_APP__NAME": "123",
+        "CANVASCAST_FUNCTIONS__RENDER_VIDEO__TIMEOUT": "900",
+        "CANVASCAST_FUNCTIONS__RENDER_VIDEO__CPU": "2",
+        "CANVASCAST_FUNCTIONS__RENDER_VIDEO__GPU": "T4",
+        "CANVASCAST_PRICING__GPU_SECOND__A100_80GB": "0.001",
+        "CANVASCAST_WARM__WINDOWS": '[{function = "render_video", start = "08:00", '
+                                    'end = "09:00"}]',
+    })
+    s = config.settings
+    assert s.app.name == "123"
+    assert (s.functions.render_video.timeout, s.functions.render_video.cpu) == (900, 2.0)
+    assert s.functions.render_video.gpu == "T4"
+    assert s.pricing.gpu_second["A100-80GB"] == 0.001
+    assert s.warm.windows[0].function == "render_video"
+    with pytest.raises(ConfigError) as info:
+        load_config(search=False, env={"CANVASCAST_FUNCTIONS__RENDER_VIDEO__TIMEOUT": "ten",
+                                       "CANVASCAST_BREAKER__RESET_TIMEOUT": "nan"})
+    assert info.value.message == "environment (CANVASCAST_*): 2 problems"
+    assert ("env CANVASCAST_FUNCTIONS__RENDER_VIDEO__TIMEOUT: functions.render_video.timeout: "
+            "'ten' is not a whole number") in info.value.details
+
+
+def test_env_problem_is_not_headed_with_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "modal.toml"
+    path.write_text("[breaker]\nfailure_threshold = 3\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path, env={"CANVASCAST_BREAKER__FAILURE_THRESHOLD": "0"})
+    assert not info.value.message.startswith(str(path))
+    assert info.value.details[0].startswith("env CANVASCAST_BREAKER__FAILURE_THRESHOLD")
+
+
+def test_utf16_file_is_not_utf8(tmp_path: Path, cli) -> None:  # type: ignore[no-untyped-def]
+    path = tmp_path / "modal.toml"
+    path.write_bytes("[app]\nname = \"x\"\n".encode("utf-16"))
+    with pytest.raises(ConfigError, match=r"not UTF-8 text .*UTF-16"):
+        load_config(path, env={})
+    result = cli("--json", "--config", str(path), "config", "validate")
+    assert result.exit_code == 2 and result.json()["error"]["code"] == "CONFIG_INVALID"
+    bom = tmp_path / "bom.toml"
+    bom.write_bytes(b"\xef\xbb\xbf[app]\nname = \"x\"\n")
+    assert load_config(bom, env={}).settings.app.name == "x"

@@ -119,9 +119,74 @@ def test_bad_colour_and_motion() -> None:
     assert any(p.startswith("captions.style.highlight_color:") for p in found), found
 
 
-def test_fractional_fps_rate() -> None:
-    t = Timeline.model_validate(tl(output={"width": 320, "height": 180, "fps": 29.97}))
-    assert (t.output.rate.numerator, t.output.rate.denominator) == (2997, 100)
+@pytest.mark.parametrize(("fps", "rate"), [
+    (29.97, (30000, 1001)), (23.976, (24000, 1001)), (59.94, (60000, 1001)),
+    ("30000/1001", (30000, 1001)), ("24000/1001", (24000, 1001)), (30, (30, 1)),
+    (12.5, (25, 2)), ("25", (25, 1))])
+def test_frame_rates_video_people_mean(fps: Any, rate: tuple[int, int]) -> None:
+    t = Timeline.model_validate(tl(output={"width": 320, "height": 180, "fps": fps}))
+    assert (t.output.rate.numerator, t.output.rate.denominator) == rate
+    assert t.output.fps == rate[0] / rate[1]
+
+
+def test_ntsc_scene_frames_follow_the_exact_rate() -> None:
+    # 1001 s at 30000/1001 is exactly 30,000 frames (29.97 would give 29,999.97).
+    t = Timeline.model_validate(tl(output={"width": 320, "height": 180, "fps": 29.97},
+                                   scenes=[{"image": "a.jpg", "duration": 1001}]))
+    assert t.total_frames == 30000
+
+
+@pytest.mark.parametrize(("output", "expected"), [
+    ({"width": "320"}, "output.width: Input should be a valid integer (got '320')"),
+    ({"width": True}, "output.width: Input should be a valid integer (got true)"),
+    ({"fps": "fast"}, "output.fps: 'fast' is not a frame rate"),
+    ({"fps": "30/0"}, "output.fps: '30/0' is not a frame rate"),
+])
+def test_types_are_strict_and_clear(output: dict[str, Any], expected: str) -> None:
+    found = problems(tl(output={"width": 320, "height": 180, **output}))
+    assert any(p.startswith(expected) for p in found), found
+
+
+@pytest.mark.parametrize(("data", "kind"), [([], "a list"), (None, "null"), ("x", "a string"),
+                                            (3, "a number")])
+def test_top_level_must_be_an_object(data: Any, kind: str) -> None:
+    with pytest.raises(InvalidInput) as info:
+        parse_timeline(data)
+    assert info.value.message == (
+        f'timeline: a timeline is a JSON object ({{"scenes": [...]}}), not {kind}')
+
+
+def test_semicolon_in_a_message_stays_one_problem() -> None:
+    found = problems(tl(scenes=[{"image": "a.jpg", "duration": 2, "transition": "crossfade"}]))
+    assert found == ["scenes[0].transition: the last scene has no next scene to crossfade "
+                     "into; use 'cut'"]
+
+
+def test_scene_and_duration_caps() -> None:
+    from canvascast_cli.timeline import MAX_SCENES, MAX_VIDEO_SECONDS
+
+    with pytest.raises(InvalidInput, match=f"scenes: {MAX_SCENES + 1:,} scenes; at most"):
+        parse_timeline(tl(scenes=[{"image": "a.jpg", "duration": 1}] * (MAX_SCENES + 1)))
+    long = [{"image": "a.jpg", "duration": 3600}] * int(MAX_VIDEO_SECONDS / 3600 + 1)
+    found = problems(tl(scenes=long))
+    assert any(p.startswith("scenes: the video lasts") for p in found), found
+
+
+def test_bom_deep_nesting_and_folders(tmp_path: Path) -> None:
+    from canvascast_cli.timeline import load_timeline_file
+
+    path = tmp_path / "bom.json"
+    path.write_bytes(b"\xef\xbb\xbf" + json.dumps(tl()).encode())
+    assert load_timeline_file(path).scenes[0].image == "a.jpg"
+    deep = tmp_path / "deep.json"
+    deep.write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(InvalidInput, match="JSON nested 100000 levels deep; at most 64"):
+        load_timeline_file(deep)
+    tricky = tmp_path / "tricky.json"  # brackets inside strings do not count
+    tricky.write_text(json.dumps(tl(scenes=[{"image": "[" * 200 + ".jpg", "duration": 1}])))
+    assert load_timeline_file(tricky).scenes[0].image.startswith("[[[")
+    with pytest.raises(InvalidInput, match="is a folder"):
+        load_timeline_file(tmp_path)
 
 
 def test_cli_reports_bad_timeline_as_json(cli, isolated_env: Path) -> None:  # type: ignore[no-untyped-def]
@@ -147,3 +212,68 @@ def test_cli_schema(cli) -> None:  # type: ignore[no-untyped-def]
     result = cli("render", "--schema")
     assert result.exit_code == 0
     assert json.loads(result.stdout)["title"] == "Timeline"
+
+
+# The JSON Schema (`render --schema`) and the model agree on what a timeline is.
+SCHEMA_CASES: dict[str, tuple[dict[str, Any], bool]] = {
+    "minimal": (tl(), True),
+    "fps fraction": (tl(output={"width": 320, "height": 180, "fps": "30000/1001"}), True),
+    "ntsc float": (tl(output={"width": 320, "height": 180, "fps": 29.97}), True),
+    "shorthands": (tl(scenes=[{"image": "a.jpg", "duration": 2, "motion": "zoom_in",
+                               "transition": "cut"}], narration="n.wav", music="m.ogg"), True),
+    "words": (tl(captions={"words": [{"word": "a", "start": 0, "end": 0.5,
+                                      "probability": 0.9}]}), True),
+    "transcript": (tl(captions={"transcript": "w.json", "style": {"font": "x.ttf"}}), True),
+    "empty scenes": (tl(scenes=[]), False),
+    "odd width": (tl(output={"width": 321, "height": 180}), False),
+    "width as string": (tl(output={"width": "320", "height": 180}), False),
+    "width as bool": (tl(output={"width": True, "height": 180}), False),
+    "fps 0": (tl(output={"fps": 0}), False),
+    "fps 121": (tl(output={"fps": 121}), False),
+    "fps word": (tl(output={"fps": "fast"}), False),
+    "fps null": (tl(output={"fps": None}), False),
+    "unknown field": (tl(zoom=1), False),
+    "negative duration": (tl(scenes=[{"image": "a.jpg", "duration": -1}]), False),
+    "zero duration": (tl(scenes=[{"image": "a.jpg", "duration": 0}]), False),
+    "too long scene": (tl(scenes=[{"image": "a.jpg", "duration": 4000}]), False),
+    "bad colour": (tl(output={"background": "red"}), False),
+    "bad motion": (tl(scenes=[{"image": "a.jpg", "duration": 2, "motion": "spin"}]), False),
+    "focus out of range": (tl(scenes=[{"image": "a.jpg", "duration": 2,
+                                       "motion": {"type": "zoom_in", "focus": [2, 0.5]}}]), False),
+    "focus of three": (tl(scenes=[{"image": "a.jpg", "duration": 2,
+                                   "motion": {"type": "zoom_in", "focus": [0.1, 0.2, 0.3]}}]),
+                       False),
+    "both caption sources": (tl(captions={"words": [], "transcript": "x.json"}), False),
+    "no caption source": (tl(captions={}), False),
+    "negative word time": (tl(captions={"words": [{"word": "a", "start": -1, "end": 1}]}), False),
+    "probability 2": (tl(captions={"words": [{"word": "a", "start": 0, "end": 1,
+                                              "probability": 2}]}), False),
+    "empty image": (tl(scenes=[{"image": "", "duration": 2}]), False),
+    "version 2": (tl(version=2), False),
+    "loud narration": (tl(narration={"path": "n.wav", "volume": 9}), False),
+}
+# Rules across fields that JSON Schema cannot state (listed in the schema's $comment):
+# the schema accepts these, canvascast refuses them.
+CROSS_FIELD = {
+    "last scene crossfades": tl(scenes=[{"image": "a.jpg", "duration": 2,
+                                         "transition": "crossfade"}]),
+    "word ends before it starts": tl(captions={"words": [{"word": "a", "start": 2, "end": 1}]}),
+    "over 4K pixels": tl(output={"width": 4096, "height": 4096}),
+}
+
+
+@pytest.mark.parametrize("name", [*SCHEMA_CASES, *CROSS_FIELD])
+def test_schema_and_cli_agree(name: str, cli, isolated_env: Path) -> None:  # type: ignore[no-untyped-def]
+    import jsonschema
+
+    data, valid = SCHEMA_CASES.get(name, (CROSS_FIELD.get(name), False))
+    schema = json.loads(cli("render", "--schema").stdout)
+    by_schema = jsonschema.Draft202012Validator(schema).is_valid(data)
+    path = isolated_env / "t.json"
+    path.write_text(json.dumps(data))
+    # Shape only: the files named do not exist, so a valid shape fails later, on inputs.
+    result = cli("--json", "render", path, "-o", "out.mp4")
+    error = result.json()["error"]
+    by_cli = not (error["code"] == "INVALID_INPUT" and error["message"].startswith(str(path)))
+    assert by_cli == valid, error
+    assert by_schema == (valid or name in CROSS_FIELD)

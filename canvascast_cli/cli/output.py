@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
+from canvascast_cli import env
 from canvascast_cli.errors import CanvasCastError, Interrupted
 
 if TYPE_CHECKING:
@@ -38,7 +39,7 @@ class Output:
         if self._stderr is None:
             from rich.console import Console
 
-            no_color = not self.color or "NO_COLOR" in os.environ
+            no_color = not self.color or env.NO_COLOR_STANDARD in os.environ
             self._stderr = Console(stderr=True, no_color=no_color, highlight=False,
                                    soft_wrap=True)
         return self._stderr

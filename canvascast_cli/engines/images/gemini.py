@@ -27,6 +27,7 @@ from collections.abc import Callable
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from typing import TYPE_CHECKING, Any
 
+from canvascast_cli import env
 from canvascast_cli.engines.images.base import ImageRequest, ImageResult
 from canvascast_cli.errors import (
     AuthFailed,
@@ -44,8 +45,8 @@ if TYPE_CHECKING:
     from tenacity import RetryCallState
 
 DEFAULT_MODEL = "gemini-3.1-flash-image"
-KEY_VARIABLES = ("GEMINI_API_KEY", "GOOGLE_API_KEY")  # first set wins
-BASE_URL_VARIABLE = "CANVASCAST_GEMINI_BASE_URL"  # a local server (tests) or a proxy
+KEY_VARIABLES = env.GEMINI_KEYS  # first set wins
+BASE_URL_VARIABLE = env.GEMINI_BASE_URL  # a local server (tests) or a proxy
 
 # USD per generated image, from https://ai.google.dev/gemini-api/docs/pricing
 # (gemini-3.1-flash-image: the 1K output size, the size the API returns by default).

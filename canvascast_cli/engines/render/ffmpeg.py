@@ -22,9 +22,10 @@ from typing import IO, Generic, TypeVar
 
 import numpy as np
 
+from canvascast_cli import env
 from canvascast_cli.errors import FFmpegError, InvalidInput
 
-FFMPEG_ENV = "CANVASCAST_FFMPEG"
+FFMPEG_ENV = env.FFMPEG
 T = TypeVar("T")
 _TAIL_LINES = 15
 

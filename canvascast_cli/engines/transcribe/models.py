@@ -22,6 +22,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from canvascast_cli import env
 from canvascast_cli.atomic import write_bytes
 from canvascast_cli.errors import InvalidInput
 from canvascast_cli.paths import cache_dir
@@ -56,7 +57,7 @@ class ModelRef:
 
 
 def models_dir() -> Path:
-    explicit = os.environ.get("CANVASCAST_MODELS")
+    explicit = os.environ.get(env.MODELS)
     return Path(explicit).expanduser() if explicit else cache_dir() / "models"
 
 
@@ -198,7 +199,7 @@ def _huggingface_cached(name: str) -> Path | None:
 
 
 def _whisper_cached(name: str) -> Path | None:
-    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "whisper"
+    base = Path(os.environ.get(env.XDG_CACHE_HOME) or Path.home() / ".cache") / "whisper"
     file = {"large": "large-v3", "turbo": "large-v3-turbo"}.get(name, name) + ".pt"
     return base / file if (base / file).is_file() else None
 
