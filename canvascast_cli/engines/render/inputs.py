@@ -1,44 +1,130 @@
 """Resolve a timeline's inputs before anything is rendered: every problem at once, exit 2.
 
-Images are fully decoded here (a truncated JPEG passes ``verify()`` but not ``load()``),
-in parallel; audio files are opened with PyAV and must hold an audio stream; http(s)
-images are downloaded into the cache; caption words must fall inside the video.
+Each distinct image (the same resolved path, the same URL) is fully decoded once (a
+truncated JPEG passes ``verify()`` but not ``load()``) and its problems are reported for
+every scene that uses it. http(s) images are downloaded to a temporary file in the cache,
+decoded, and only then published there, within ``InputLimits`` (a total deadline, a
+per-read timeout, a size cap). Audio files are opened with PyAV and must hold an audio
+stream; caption words must fall inside the video.
+
+Ctrl-C: the checks run on a few daemon worker threads while the main thread waits in
+short slices, so a KeyboardInterrupt (or the CLI's SIGTERM subclass of it) propagates at
+once. The workers stop between items and between downloaded chunks; one stuck in a read
+or a decode is a daemon and does not keep the process alive. An abandoned download never
+reaches its cache path; a temporary it leaves behind is swept by a later run.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
-from concurrent.futures import ThreadPoolExecutor
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, TypeVar
 from urllib.parse import urlparse
 
 from canvascast_cli.atomic import staged
-from canvascast_cli.errors import InvalidInput, JobFailed
+from canvascast_cli.errors import (
+    CanvasCastError,
+    ConnectionFailed,
+    InvalidInput,
+    JobFailed,
+    RateLimited,
+    ServerError,
+    Timeout,
+    from_os_error,
+)
 from canvascast_cli.paths import cache_dir
 from canvascast_cli.timeline import ResolvedTimeline, Timeline, Word, read_words_file
 
+if TYPE_CHECKING:
+    import httpx
+
 MAX_DOWNLOAD_BYTES = 64 * 1024 * 1024
-DOWNLOAD_TIMEOUT = 30.0
+DOWNLOAD_TIMEOUT = 60.0  # seconds for a whole download
+READ_TIMEOUT = 10.0  # seconds a connect or any one read may wait
+# A download's temporary this old was abandoned (the process was killed mid-download).
+STALE_PART_SECONDS = 3600.0
+
+_WAIT_SLICE = 0.1  # the main thread waits this long at a time, so signals are handled
+
+ImageCheck = Callable[[Path], "str | None"]
 
 
-def resolve_timeline(timeline: Timeline, base_dir: Path) -> ResolvedTimeline:
-    """Check every input of ``timeline``; relative paths are read from ``base_dir``."""
+@dataclass(frozen=True)
+class InputLimits:
+    """Bounds on fetching a timeline's remote inputs."""
+
+    download_timeout: float = DOWNLOAD_TIMEOUT  # total seconds for one download
+    read_timeout: float = READ_TIMEOUT  # seconds a connect or one read may wait
+    download_max_bytes: int = MAX_DOWNLOAD_BYTES
+    workers: int = min(4, os.cpu_count() or 2)  # images checked at once
+
+    def __post_init__(self) -> None:
+        if not (self.download_timeout > 0 and self.read_timeout > 0):
+            raise ValueError("InputLimits: timeouts must be positive")
+        if self.download_max_bytes < 1 or self.workers < 1:
+            raise ValueError("InputLimits: download_max_bytes and workers must be >= 1")
+
+
+def resolve_timeline(
+    timeline: Timeline,
+    base_dir: Path,
+    *,
+    limits: InputLimits = InputLimits(),
+    transport: httpx.BaseTransport | None = None,
+    check_image: ImageCheck | None = None,
+) -> ResolvedTimeline:
+    """Check every input of ``timeline``; relative paths are read from ``base_dir``.
+
+    Problems with the inputs are raised together as one ``InvalidInput``. When the inputs
+    are fine but a download failed for the network's or the server's sake, that failure
+    is raised as its own (retryable) class: ``Timeout``, ``ConnectionFailed``,
+    ``ServerError``, ``RateLimited``. ``transport`` is handed to the ``httpx.Client`` that
+    downloads; ``check_image(path)`` says what is wrong with an image file, or None
+    (``image_problem`` by default), and is called once per distinct image.
+    """
     # Absolute, because ffmpeg runs in a private working directory.
     base_dir = base_dir.expanduser().absolute()
+    check = check_image or image_problem
     problems: list[str] = []
+    failures: list[CanvasCastError] = []  # not the input's fault
 
-    images: list[Path | None] = [None] * len(timeline.scenes)
-    with ThreadPoolExecutor(max_workers=min(4, (os.cpu_count() or 2))) as pool:
-        futures = [
-            pool.submit(_resolve_image, i, scene.image, base_dir)
-            for i, scene in enumerate(timeline.scenes)
-        ]
-        for i, future in enumerate(futures):
-            try:
-                images[i] = future.result()
-            except InvalidInput as exc:
-                problems.append(str(exc))
+    # One job per distinct image; downloads first, they overlap the local decodes.
+    keys: list[tuple[str, str]] = []
+    jobs: dict[tuple[str, str], _Job] = {}
+    for scene in timeline.scenes:
+        if _is_url(scene.image):
+            key = ("url", scene.image)
+        else:
+            key = ("path", str(_local_path(scene.image, base_dir)))
+        keys.append(key)
+    for key in sorted(dict.fromkeys(keys), key=lambda k: k[0] != "url"):
+        kind, ref = key
+        if kind == "url":
+            jobs[key] = _download_job(ref, limits, check)
+        else:
+            jobs[key] = _local_job(Path(ref), check)
+    if any(kind == "url" for kind, _ in jobs):
+        _sweep_partials(_images_cache())
+
+    outcomes = _run_jobs(jobs, limits, transport)
+    images: list[Path] = []
+    for i, key in enumerate(keys):
+        outcome = outcomes[key]
+        field = f"scenes[{i}].image"
+        if isinstance(outcome, Path):
+            images.append(outcome)
+        elif isinstance(outcome, InvalidInput):
+            problems.append(f"{field}: {outcome.message}")
+        elif isinstance(outcome, CanvasCastError):
+            failures.append(_for_field(outcome, field))
+        else:  # a bug in a check, not a problem with the input
+            raise outcome
 
     narration = music = None
     if timeline.narration is not None:
@@ -69,11 +155,18 @@ def resolve_timeline(timeline: Timeline, base_dir: Path) -> ResolvedTimeline:
             problems.append(font_problem)
 
     if problems:
+        # The inputs must be fixed anyway; failed downloads are listed with them.
+        problems += [str(f) for f in failures]
         noun = "problem" if len(problems) == 1 else "problems"
         raise InvalidInput(f"timeline inputs: {len(problems)} {noun}", details=problems)
+    if failures:
+        failures.sort(key=lambda f: f.retryable)  # one a retry cannot fix goes first
+        first = failures[0]
+        first.details = [f.message for f in failures[1:]]
+        raise first
     return ResolvedTimeline(
         timeline=timeline,
-        images=[p for p in images if p is not None],
+        images=images,
         narration=narration,
         music=music,
         words=words,
@@ -98,6 +191,8 @@ def check_font(font: str, base_dir: Path) -> str | None:
     path = font_file(font, base_dir)
     if path is None:
         return None
+    if path.is_dir():
+        return f"captions.style.font: {path} is a folder, not a font file"
     if not path.is_file():
         return f"captions.style.font: font file not found: {path}"
     from PIL import ImageFont
@@ -122,7 +217,8 @@ def _place_words(
                 f"{field}[{i}] ({word.word!r}): {start:.3f}-{end:.3f} s is outside the video "
                 f"(0-{duration:.3f} s)")
             continue
-        placed.append(Word(word=word.word, start=max(0.0, start), end=min(duration, end)))
+        placed.append(Word(word=word.word, start=max(0.0, start), end=min(duration, end),
+                           probability=word.probability))
     placed.sort(key=lambda w: (w.start, w.end))
     return placed, problems
 
@@ -136,18 +232,23 @@ def _local_path(ref: str, base_dir: Path) -> Path:
     return path if path.is_absolute() else base_dir / path
 
 
-def _resolve_image(index: int, ref: str, base_dir: Path) -> Path:
-    field = f"scenes[{index}].image"
-    path = _download(field, ref) if _is_url(ref) else _local_path(ref, base_dir)
-    if not path.is_file():
-        raise InvalidInput(f"{field}: file not found: {path}")
-    if not os.access(path, os.R_OK):
-        raise InvalidInput(f"{field}: file is not readable: {path}")
-    _check_image(field, path)
-    return path
+def _for_field(exc: CanvasCastError, field: str) -> CanvasCastError:
+    """The same failure, its message prefixed with the scene field it concerns."""
+    message = f"{field}: {exc.message}"
+    if isinstance(exc, RateLimited):
+        return RateLimited(message, retry_after=exc.retry_after)
+    return type(exc)(message)
 
 
-def _check_image(field: str, path: Path) -> None:
+# ---------------------------------------------------------------------------------------
+# Images: one job per distinct image, on daemon worker threads
+
+
+def image_problem(path: Path) -> str | None:
+    """What is wrong with ``path`` as a scene image, decoded in full; None when it is fine.
+
+    The text follows the file's name: ``f"{path} {image_problem(path)}"``.
+    """
     from PIL import Image, UnidentifiedImageError
 
     try:
@@ -155,46 +256,235 @@ def _check_image(field: str, path: Path) -> None:
             img.load()
             width, height = img.size
     except UnidentifiedImageError:
-        raise InvalidInput(f"{field}: {path} is not an image Pillow can read") from None
-    except (OSError, SyntaxError, ValueError) as exc:
-        raise InvalidInput(f"{field}: {path} is corrupt or truncated ({exc})") from None
+        return "is not an image Pillow can read"
     except Image.DecompressionBombError as exc:
-        raise InvalidInput(f"{field}: {path} is too large to decode safely ({exc})") from None
+        return f"is too large to decode safely ({exc})"
+    except (OSError, SyntaxError, ValueError) as exc:
+        return f"is corrupt or truncated ({exc})"
     if width < 2 or height < 2:
-        raise InvalidInput(f"{field}: {path} is {width}x{height}; need at least 2x2 pixels")
+        return f"is {width}x{height}; need at least 2x2 pixels"
+    return None
 
 
-def _download(field: str, url: str) -> Path:
-    """Fetch ``url`` into the cache (content addressed by URL), atomically."""
+class _Cancelled(Exception):
+    """The main thread gave up (Ctrl-C): a worker drops what it is doing."""
+
+
+class _Worker:
+    """What one worker thread owns: the cancel flag it obeys and its own HTTP client."""
+
+    def __init__(self, limits: InputLimits, transport: httpx.BaseTransport | None,
+                 cancel: threading.Event) -> None:
+        self.limits = limits
+        self._transport = transport
+        self._cancel = cancel
+        self._client: httpx.Client | None = None
+
+    def check_cancelled(self) -> None:
+        if self._cancel.is_set():
+            raise _Cancelled
+
+    def client(self) -> httpx.Client:
+        if self._client is None:
+            import httpx
+
+            # Every connect and read waits at most this long; the total deadline is
+            # checked between reads (so it is overshot by one read at most).
+            wait = min(self.limits.read_timeout, self.limits.download_timeout)
+            self._client = httpx.Client(transport=self._transport, timeout=httpx.Timeout(wait),
+                                        follow_redirects=True)
+        return self._client
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+
+
+_Job = Callable[[_Worker], Path]
+_K = TypeVar("_K")
+
+
+def _run_jobs(jobs: dict[_K, _Job], limits: InputLimits,
+              transport: httpx.BaseTransport | None) -> dict[_K, Path | BaseException]:
+    """Each job's path or exception, computed on daemon threads; the caller can be
+    interrupted at any time (the workers are told to stop, and none outlives the process)."""
+    if not jobs:
+        return {}
+    todo: queue.SimpleQueue[_K] = queue.SimpleQueue()
+    for key in jobs:
+        todo.put(key)
+    done: queue.SimpleQueue[tuple[_K, Path | BaseException]] = queue.SimpleQueue()
+    cancel = threading.Event()
+
+    def work() -> None:
+        worker = _Worker(limits, transport, cancel)
+        try:
+            while not cancel.is_set():
+                try:
+                    key = todo.get_nowait()
+                except queue.Empty:
+                    return
+                try:
+                    outcome: Path | BaseException = jobs[key](worker)
+                except _Cancelled:
+                    return
+                except BaseException as exc:
+                    outcome = exc
+                done.put((key, outcome))
+        finally:
+            worker.close()
+
+    threads = [threading.Thread(target=work, name=f"canvascast-inputs-{n}", daemon=True)
+               for n in range(min(limits.workers, len(jobs)))]
+    for thread in threads:
+        thread.start()
+    outcomes: dict[_K, Path | BaseException] = {}
+    try:
+        while len(outcomes) < len(jobs):
+            try:
+                key, outcome = done.get(timeout=_WAIT_SLICE)
+            except queue.Empty:
+                if not any(t.is_alive() for t in threads) and done.empty():
+                    raise RuntimeError("input checks stopped before finishing") from None
+                continue
+            outcomes[key] = outcome
+    finally:
+        cancel.set()  # after an interrupt: the workers stop at their next chunk or item
+    return outcomes
+
+
+def _local_job(path: Path, check: ImageCheck) -> _Job:
+    def job(worker: _Worker) -> Path:
+        if path.is_dir():
+            raise InvalidInput(f"{path} is a folder, not an image file")
+        if not path.is_file():
+            raise InvalidInput(f"file not found: {path}")
+        if not os.access(path, os.R_OK):
+            raise InvalidInput(f"file is not readable: {path}")
+        problem = check(path)
+        if problem:
+            raise InvalidInput(f"{path} {problem}")
+        return path
+
+    return job
+
+
+# ---------------------------------------------------------------------------------------
+# Downloads: into a temporary in the cache, decoded, then published
+
+
+def _images_cache() -> Path:
+    return cache_dir() / "images"
+
+
+def _sweep_partials(folder: Path) -> None:
+    """Remove temporaries of downloads abandoned long ago (a process killed mid-way)."""
+    cutoff = time.time() - STALE_PART_SECONDS
+    try:
+        candidates = list(folder.glob(".*.part"))
+    except OSError:
+        return
+    for path in candidates:
+        try:
+            if path.stat().st_mtime < cutoff:
+                path.unlink()
+        except OSError:
+            pass  # gone meanwhile, or not ours to remove
+
+
+def _download_job(url: str, limits: InputLimits, check: ImageCheck) -> _Job:
+    def job(worker: _Worker) -> Path:
+        suffix = Path(urlparse(url).path).suffix[:8] or ".img"
+        target = _images_cache() / (hashlib.sha256(url.encode()).hexdigest()[:32] + suffix)
+        if target.is_file():
+            if check(target) is None:
+                return target
+            target.unlink(missing_ok=True)  # cached by an older version: fetch it again
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            _download(url, target, worker, check)
+        except OSError as exc:
+            raise from_os_error(exc, f"caching {url}") from None
+        return target
+
+    return job
+
+
+def _download(url: str, target: Path, worker: _Worker, check: ImageCheck) -> None:
+    """Fetch ``url`` into ``target`` within the worker's limits; publish only a good image."""
     import httpx
 
-    suffix = Path(urlparse(url).path).suffix[:8] or ".img"
-    target = cache_dir() / "images" / (hashlib.sha256(url.encode()).hexdigest()[:32] + suffix)
-    if target.is_file():
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
+    limits = worker.limits
+    cap = limits.download_max_bytes
+    deadline = time.monotonic() + limits.download_timeout
+    too_slow = f"{url} did not download within {limits.download_timeout:g} s"
     try:
-        with httpx.stream("GET", url, timeout=DOWNLOAD_TIMEOUT, follow_redirects=True) as resp:
-            if 400 <= resp.status_code < 500:
-                raise InvalidInput(f"{field}: {url} answered HTTP {resp.status_code}")
+        with worker.client().stream("GET", url) as resp:
             if resp.status_code >= 300:
-                raise JobFailed(f"{field}: {url} answered HTTP {resp.status_code}")
-            size = 0
-            with staged(target) as tmp, tmp.open("wb") as out:
-                for chunk in resp.iter_bytes():
-                    size += len(chunk)
-                    if size > MAX_DOWNLOAD_BYTES:
-                        raise InvalidInput(
-                            f"{field}: {url} is larger than "
-                            f"{MAX_DOWNLOAD_BYTES // (1024 * 1024)} MiB")
-                    out.write(chunk)
+                raise _status_error(url, resp)
+            declared = resp.headers.get("content-length", "")
+            if declared.isdigit() and int(declared) > cap:
+                raise InvalidInput(f"{url} is {int(declared)} bytes, more than the "
+                                   f"{_size(cap)} limit")
+            with staged(target) as tmp:
+                size = 0
+                with tmp.open("wb") as out:
+                    for chunk in resp.iter_bytes():
+                        worker.check_cancelled()
+                        if time.monotonic() > deadline:
+                            raise Timeout(too_slow)
+                        size += len(chunk)
+                        if size > cap:
+                            raise InvalidInput(f"{url} is larger than the {_size(cap)} limit")
+                        out.write(chunk)
+                worker.check_cancelled()
+                problem = check(tmp)
+                if problem:
+                    raise InvalidInput(f"{url} {problem}")
+                worker.check_cancelled()
+    except httpx.TimeoutException as exc:
+        wait = min(limits.read_timeout, limits.download_timeout)
+        raise Timeout(f"{url} did not answer within {wait:g} s ({type(exc).__name__})"
+                      ) from None
+    except (httpx.NetworkError, httpx.RemoteProtocolError) as exc:
+        raise ConnectionFailed(f"cannot download {url}: {_reason(exc)}") from None
+    except (httpx.UnsupportedProtocol, httpx.TooManyRedirects, httpx.InvalidURL) as exc:
+        raise InvalidInput(f"cannot download {url}: {_reason(exc)}") from None
     except httpx.HTTPError as exc:
-        raise JobFailed(f"{field}: cannot download {url}: {exc}") from None
-    return target
+        raise JobFailed(f"cannot download {url}: {_reason(exc)}") from None
+
+
+def _status_error(url: str, resp: httpx.Response) -> CanvasCastError:
+    status = resp.status_code
+    text = f"{url} answered HTTP {status}"
+    if status == 429:
+        hint = resp.headers.get("retry-after", "")
+        return RateLimited(text, retry_after=float(hint) if hint.isdigit() else None)
+    if 400 <= status < 500:
+        return InvalidInput(text)
+    if status >= 500:
+        return ServerError(text)
+    return JobFailed(text)  # a 3xx left over after following redirects
+
+
+def _reason(exc: BaseException) -> str:
+    return str(exc) or type(exc).__name__
+
+
+def _size(n: int) -> str:
+    mib = 1024 * 1024
+    return f"{n // mib} MiB" if n % mib == 0 else f"{n} bytes"
+
+
+# ---------------------------------------------------------------------------------------
+# Audio
 
 
 def _resolve_audio(field: str, ref: str, base_dir: Path, problems: list[str]) -> Path | None:
     path = _local_path(ref, base_dir)
+    if path.is_dir():
+        problems.append(f"{field}: {path} is a folder, not an audio file")
+        return None
     if not path.is_file():
         problems.append(f"{field}: file not found: {path}")
         return None
