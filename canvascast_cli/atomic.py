@@ -60,6 +60,43 @@ def publish(tmp: Path, dest: Path, *, overwrite: bool) -> None:
         tmp.unlink()
 
 
+def check_destination(dest: Path, *, overwrite: bool, what: str = "output",
+                      suffixes: tuple[str, ...] = ()) -> Path:
+    """Check, before any work, that ``dest`` can be written; return it absolute.
+
+    Refused (InvalidInput, exit 2): ``-`` (a file is written, not a stream), a name with
+    the wrong extension, an existing file without ``overwrite``, a folder, a missing
+    parent folder, and a folder that cannot be written (read-only filesystem, no
+    permission) — found by creating and removing a temporary file there, so a long job
+    never fails at its very end.
+    """
+    if str(dest) == "-":
+        raise InvalidInput(f"{what}: '-' (stdout) is not supported; give a file name"
+                           + (f" ending in {' or '.join(suffixes)}" if suffixes else ""))
+    dest = dest.expanduser().absolute()
+    if suffixes and dest.suffix.lower() not in suffixes:
+        raise InvalidInput(f"{what}: {dest.name} must end in {' or '.join(suffixes)} "
+                           f"(the file written is {suffixes[0].lstrip('.').upper()})")
+    if dest.is_dir():
+        raise InvalidInput(f"{what}: {dest} is a folder; give a file name")
+    if dest.exists() and not overwrite:
+        raise InvalidInput(f"{what}: {dest} already exists; pass --overwrite to replace it")
+    if not dest.parent.is_dir():
+        raise InvalidInput(f"{what}: output folder {dest.parent} does not exist")
+    check_writable(dest.parent, what=what)
+    return dest
+
+
+def check_writable(folder: Path, *, what: str = "output") -> None:
+    try:
+        fd, name = tempfile.mkstemp(dir=folder, prefix=".canvascast-check.")
+    except OSError as exc:
+        raise InvalidInput(f"{what}: cannot write in {folder}: "
+                           f"{exc.strerror or exc}") from None
+    os.close(fd)
+    os.unlink(name)
+
+
 def write_bytes(dest: Path, data: bytes, *, overwrite: bool = True) -> None:
     with staged(dest, overwrite=overwrite) as tmp:
         tmp.write_bytes(data)

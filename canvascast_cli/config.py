@@ -60,6 +60,8 @@ class AppConfig(_Strict):
     endpoint: str | None = Field(
         None, pattern=r"^https?://\S+$",
         description="Base URL of the HTTP endpoint (ASGI app) for the HTTP backend.")
+    volume: str = Field("canvascast-render-cache", pattern=r"^[A-Za-z0-9._-]{1,63}$",
+                        description="Modal Volume holding the jobs' blobs (inputs, results).")
 
 
 class FunctionConfig(_Strict):
@@ -67,7 +69,9 @@ class FunctionConfig(_Strict):
     cpu: float | None = Field(None, ge=0.125, le=64, description="CPU cores reserved.")
     memory: int | None = Field(None, ge=128, le=344064, description="Memory reserved, MiB.")
     timeout: int = Field(300, ge=10, le=86400, description="Seconds before an attempt is killed.")
-    retries: int = Field(0, ge=0, le=10, description="Server-side retries per call.")
+    retries: int = Field(0, ge=0, le=10, description="Server-side retries per call (Modal).")
+    attempts: int = Field(3, ge=1, le=10, description="Client attempts per job; a job runs "
+                          "at most attempts x (retries + 1) times.")
     min_containers: int = Field(0, ge=0, le=100, description="Containers kept warm.")
     max_containers: int = Field(10, ge=1, le=1000, description="Upper bound on containers.")
     scaledown_window: int = Field(60, ge=2, le=1200,
@@ -114,6 +118,14 @@ class BreakerConfig(_Strict):
                                  description="Seconds open before one trial call is let through.")
 
 
+class InputsConfig(_Strict):
+    """Bounds on fetching a job's inputs (images given as URLs), wherever it runs."""
+
+    download_timeout: float = Field(60.0, gt=0, le=3600,
+                                    description="Seconds one download may take in all.")
+    download_max_mb: int = Field(64, ge=1, le=4096, description="Largest download, MiB.")
+
+
 Day = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 _DAYS: tuple[Day, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 FunctionName = Literal["generate_images", "render_video", "transcribe_audio"]
@@ -157,6 +169,7 @@ class Settings(_Strict):
     app: AppConfig = AppConfig()
     functions: FunctionsConfig = FunctionsConfig()
     breaker: BreakerConfig = BreakerConfig()
+    inputs: InputsConfig = InputsConfig()
     warm: WarmConfig = WarmConfig()
     pricing: PricingConfig = PricingConfig()
 

@@ -3,6 +3,7 @@
     CanvasCastError                   exit 1, JOB_FAILED
     ├── InvalidInput                  exit 2, INVALID_INPUT     (bad flags, timeline, files)
     │   ├── ConfigError               exit 2, CONFIG_INVALID    (modal.toml)
+    │   ├── NotFound                  exit 2, NOT_FOUND         (no such job or blob)
     │   └── PayloadTooLarge           exit 2, PAYLOAD_TOO_LARGE (a body over the job API's cap)
     ├── JobFailed                     exit 1, JOB_FAILED
     │   ├── FFmpegError               exit 1, FFMPEG_FAILED     (carries ffmpeg's last lines)
@@ -104,6 +105,12 @@ class ConfigError(InvalidInput):
     """``modal.toml`` (or an override of it) is invalid; ``details`` lists every problem."""
 
     code = "CONFIG_INVALID"
+
+
+class NotFound(InvalidInput):
+    """A job or blob the server does not know (HTTP 404)."""
+
+    code = "NOT_FOUND"
 
 
 class PayloadTooLarge(InvalidInput):

@@ -10,6 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from canvascast_cli.cli.app import app
+from canvascast_cli.cli.context import Application, Services
 from tests.helpers import Result, textured_image, tone_wav
 
 
@@ -29,12 +30,21 @@ def isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Pa
 
 
 @pytest.fixture
-def cli() -> Callable[..., Result]:
-    """Run the Typer app in-process (fast); stdout and stderr kept apart."""
+def services() -> Services:
+    """The services the ``cli`` fixture's runs use: other fixtures may change them (a
+    sleep that records, an injected transport)."""
+    return Services()
 
-    def run(*args: str) -> Result:
+
+@pytest.fixture
+def cli(services: Services) -> Callable[..., Result]:
+    """Run the Typer app in-process (fast); stdout and stderr kept apart. ``services``
+    replaces the ways commands reach the world (providers, transport, sleep)."""
+
+    def run(*args: str, services: Services = services) -> Result:
         runner = CliRunner()
-        result = runner.invoke(app, [str(a) for a in args], catch_exceptions=False)
+        result = runner.invoke(app, [str(a) for a in args], catch_exceptions=False,
+                               obj=Application(services=services))
         return Result(result.exit_code, result.stdout, result.stderr)
 
     return run

@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 from PIL import Image, PngImagePlugin
 
+from canvascast_cli.cli.context import Services
 from canvascast_cli.engines.images.base import ImageRequest
 from canvascast_cli.engines.images.gemini import GeminiProvider
 from canvascast_cli.errors import ConnectionFailed, InvalidInput, ServerError, Timeout
@@ -125,17 +126,14 @@ def server() -> Iterator[FakeGemini]:
 
 
 @pytest.fixture
-def gemini_env(server: FakeGemini, monkeypatch: pytest.MonkeyPatch) -> list[float]:
+def gemini_env(server: FakeGemini, monkeypatch: pytest.MonkeyPatch, services: Services
+               ) -> list[float]:
     """The CLI aimed at the local server, with the backoff's sleeps recorded (returned)."""
-    from canvascast_cli.cli import images as images_cli
-
     delays: list[float] = []
     monkeypatch.delenv("GOOGLE_API_KEY", raising=False)
     monkeypatch.setenv("GEMINI_API_KEY", KEY)
     monkeypatch.setenv("CANVASCAST_GEMINI_BASE_URL", server.url)
-    # The factory the CLI uses, with one change: a sleep that records instead of sleeping.
-    monkeypatch.setattr(images_cli, "_make_provider", lambda name, model, style, note:
-                        GeminiProvider.from_environment(model, sleep=delays.append))
+    services.sleep = delays.append  # the provider's backoff records instead of sleeping
     return delays
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from canvascast_cli.cli.context import Services
 from canvascast_cli.engines.images import pipeline
 from canvascast_cli.engines.images.base import ImageRequest, ImageResult
 from canvascast_cli.engines.images.placeholder import PlaceholderProvider
@@ -85,13 +86,10 @@ def test_oom_splits_the_batch_in_halves() -> None:
         pipeline.generate_batch(one, requests[:1])
 
 
-def test_a_blocked_image_keeps_the_others_and_exits_1(cli, isolated_env: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    from canvascast_cli.cli import images as images_cli
-
+def test_a_blocked_image_keeps_the_others_and_exits_1(cli, isolated_env: Path) -> None:  # type: ignore[no-untyped-def]
     provider = Scripted(fits=5, blocked={1})
-    monkeypatch.setattr(images_cli, "_make_provider", lambda *a: provider)
     result = cli("images", "a", "b", "c", "--provider", "placeholder", "-o", "out", "--json",
-                 "--batch-size", "2")
+                 "--batch-size", "2", services=Services(image_provider=lambda *a, **k: provider))
     assert result.exit_code == 1
     doc = result.json()
     assert [e["status"] for e in doc["images"]] == ["ok", "blocked", "ok"]
@@ -102,13 +100,11 @@ def test_a_blocked_image_keeps_the_others_and_exits_1(cli, isolated_env: Path, m
     assert doc["cost_usd"] == pytest.approx(0.02)  # blocked images are not billed
 
 
-def test_batch_size_from_modal_toml(cli, isolated_env: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    from canvascast_cli.cli import images as images_cli
-
+def test_batch_size_from_modal_toml(cli, isolated_env: Path) -> None:  # type: ignore[no-untyped-def]
     (isolated_env / "modal.toml").write_text("[functions.generate_images]\nbatch_size = 3\n")
     provider = Scripted(fits=5, blocked=set())
-    monkeypatch.setattr(images_cli, "_make_provider", lambda *a: provider)
-    assert cli("images", *"abcdefg", "-o", "out").exit_code == 0
+    services = Services(image_provider=lambda *a, **k: provider)
+    assert cli("images", *"abcdefg", "-o", "out", services=services).exit_code == 0
     assert [len(c) for c in provider.calls] == [3, 3, 1]
 
 

@@ -21,6 +21,7 @@ from canvascast_cli.engines.transcribe.formats import (
     render_transcript,
 )
 from canvascast_cli.engines.transcribe.result import Segment, Transcript, Word
+from canvascast_cli.errors import InvalidInput
 from tests.helpers import REPO, write_timeline
 from tests.quality import timing_errors, word_error_rate
 
@@ -330,3 +331,42 @@ def test_quality_measures() -> None:
                                                            "end": 2.5}]
     starts, ends = timing_errors(truth, words)
     assert starts == pytest.approx([0.1]) and ends == pytest.approx([0.1])
+
+
+def test_a_script_for_other_words_is_refused_or_warned(cli, isolated_env: Path) -> None:  # type: ignore[no-untyped-def]
+    """A script that is not this recording's (5 of 19 words matching, once) used to be
+    accepted silently, stretching words over seconds. Now: exit 2 below half matched,
+    a warning (stderr and JSON) below 80 %, and --allow-script-mismatch to go on."""
+    other = isolated_env / "other.txt"
+    other.write_text("Quarterly revenue grew in every region except the northern "
+                     "warehouses, where a flood closed two depots for most of March.")
+    refused = cli("--json", "transcribe", NARRATION, "--beam-size", "1", "--script", other)
+    assert refused.exit_code == 2
+    assert "--script matches only" in refused.json()["error"]["message"]
+    assert "--allow-script-mismatch" in refused.json()["error"]["message"]
+    forced = cli("--json", "transcribe", NARRATION, "--beam-size", "1", "--script", other,
+                 "--allow-script-mismatch")
+    assert forced.exit_code == 0
+    doc = forced.json()
+    assert doc["alignment"]["matched_share"] < 0.5
+    assert doc["warnings"] and doc["warnings"][0].startswith("--script matches only")
+    plain = cli("transcribe", NARRATION, "--beam-size", "1", "--script", other,
+                "--allow-script-mismatch", "-o", "forced.json")
+    assert plain.exit_code == 0 and "warning: --script matches only" in plain.stderr
+
+
+def test_partial_script_warns() -> None:
+    from canvascast_cli.engines.transcribe.job import judge_alignment
+    from canvascast_cli.engines.transcribe.result import Alignment
+
+    def transcript(matched: int) -> Transcript:
+        return Transcript(segments=(), words=(), language="en", duration=1.0,
+                          engine="faster-whisper", model="tiny.en",
+                          alignment=Alignment(script_words=10, matched=matched,
+                                              interpolated=10 - matched, dropped=0))
+
+    assert judge_alignment(transcript(9), allow_mismatch=False).warnings == ()
+    warned = judge_alignment(transcript(6), allow_mismatch=False)
+    assert len(warned.warnings) == 1 and "6 of its 10 words (60%)" in warned.warnings[0]
+    with pytest.raises(InvalidInput):
+        judge_alignment(transcript(4), allow_mismatch=False)

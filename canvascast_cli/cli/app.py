@@ -2,24 +2,77 @@
 
 Heavy libraries (numpy, OpenCV, PyAV, torch, modal, whisper) are imported inside the
 commands that need them, never here: ``canvascast --help`` must start instantly.
+
+Every run goes through ``CanvasCastGroup.main``: SIGTERM/SIGHUP are handled like Ctrl-C,
+usage errors become one JSON document under ``--json``, and a closed stdout (``| head``)
+ends quietly.
 """
 
 from __future__ import annotations
 
+import os
+import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
+from typer.core import TyperGroup
 
-from canvascast_cli import __version__
-from canvascast_cli.cli import config_cmd, images, render, transcribe
+from canvascast_cli import __version__, env
+from canvascast_cli.cli import config_cmd, images, render, serve, transcribe
+from canvascast_cli.cli.context import Application
 from canvascast_cli.cli.output import Output
-from canvascast_cli.errors import EXIT_CODES_HELP
+from canvascast_cli.errors import EXIT_CODES_HELP, EXIT_USAGE, InvalidInput
+
+
+class CanvasCastGroup(TyperGroup):
+    def main(self, args: Sequence[str] | None = None, prog_name: str | None = None,
+             complete_var: str | None = None, standalone_mode: bool = True,
+             windows_expand_args: bool = True, **extra: Any) -> Any:
+        from canvascast_cli.signals import terminating_signals
+
+        argv = list(sys.argv[1:] if args is None else args)
+        with terminating_signals():
+            try:
+                result = super().main(argv, prog_name or "canvascast", complete_var,
+                                      standalone_mode=False,
+                                      windows_expand_args=windows_expand_args, **extra)
+                code = result if isinstance(result, int) else 0
+            except typer.TyperException as exc:  # usage errors: bad flags and arguments
+                code = _usage_error(exc, argv)
+            except typer.Abort:
+                code = 130
+            except BrokenPipeError:  # stdout closed early (`| head`): not an error
+                sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - silence the flush at exit
+                code = 0
+        if standalone_mode:
+            sys.exit(code)
+        return code
+
+
+def _wants_json(argv: Sequence[str]) -> bool:
+    flag = os.environ.get(env.JSON, "").strip().lower() in ("1", "true", "yes", "on")
+    return flag or "--json" in argv[: argv.index("--") if "--" in argv else len(argv)]
+
+
+def _usage_error(exc: typer.TyperException, argv: Sequence[str]) -> int:
+    code = getattr(exc, "exit_code", EXIT_USAGE) or EXIT_USAGE
+    if not _wants_json(argv):
+        from typer import rich_utils
+
+        rich_utils.rich_format_error(exc)  # type: ignore[arg-type]
+        return int(code)
+    message = exc.format_message().replace("Value error, ", "")
+    Output(json=True).error(InvalidInput(message))
+    return EXIT_USAGE
+
 
 app = typer.Typer(
     name="canvascast",
+    cls=CanvasCastGroup,
     help="CanvasCast's heavy compute from a terminal: generate scene images, render "
-    "narrated videos from a timeline, transcribe narration — locally or on Modal."
+    "narrated videos from a timeline, transcribe narration — on Modal or locally."
     f"\n\n{EXIT_CODES_HELP}",
     no_args_is_help=True,
     add_completion=True,
@@ -39,27 +92,33 @@ def _version(value: bool) -> None:
 def root(
     ctx: typer.Context,
     json_output: Annotated[bool, typer.Option(
-        "--json", envvar="CANVASCAST_JSON", show_envvar=True,
+        "--json", envvar=env.JSON, show_envvar=True,
         help="Print one JSON document on stdout (result or error); no progress bars.")] = False,
     quiet: Annotated[bool, typer.Option(
-        "--quiet", "-q", envvar="CANVASCAST_QUIET", show_envvar=True,
+        "--quiet", "-q", envvar=env.QUIET, show_envvar=True,
         help="Only errors on stderr.")] = False,
     verbose: Annotated[bool, typer.Option(
-        "--verbose", "-v", envvar="CANVASCAST_VERBOSE", show_envvar=True,
-        help="More detail on stderr (commands run, timings).")] = False,
+        "--verbose", "-v", envvar=env.VERBOSE, show_envvar=True,
+        help="More detail on stderr (commands run, timings, tracebacks).")] = False,
     config: Annotated[Path | None, typer.Option(
-        "--config", envvar="CANVASCAST_CONFIG", show_envvar=True, metavar="PATH",
+        "--config", envvar=env.CONFIG, show_envvar=True, metavar="PATH",
         help="modal.toml to use (default: the nearest one in this folder or a parent).")
     ] = None,
     no_color: Annotated[bool, typer.Option(
-        "--no-color", envvar="CANVASCAST_NO_COLOR", show_envvar=True,
+        "--no-color", envvar=env.NO_COLOR, show_envvar=True,
         help="No colour on stderr (NO_COLOR is honoured too).")] = False,
     version: Annotated[bool, typer.Option(
         "--version", callback=_version, is_eager=True, help="Show the version and exit.")
     ] = False,
 ) -> None:
-    ctx.obj = Output(json=json_output, quiet=quiet, verbose=verbose, color=not no_color)
-    ctx.meta["config_path"] = config
+    # An Application passed in (tests: ``CliRunner.invoke(app, obj=...)``) keeps its
+    # services; the flags configure its output either way.
+    application = ctx.obj if isinstance(ctx.obj, Application) else Application()
+    application.out.json = application.out.json or json_output
+    application.out.quiet, application.out.verbose = quiet, verbose
+    application.out.color = not no_color
+    application.config_path = config
+    ctx.obj = application
 
 
 app.command(
@@ -81,6 +140,12 @@ app.command(
     short_help="Prompts + style -> images (gemini, diffusers, placeholder), with sidecars.",
     rich_help_panel="Jobs",
 )(images.images_command)
+app.command(
+    "serve",
+    help=serve.SERVE_HELP,
+    short_help="Run the job API locally (the same app Modal hosts).",
+    rich_help_panel="Operations",
+)(serve.serve_command)
 app.add_typer(transcribe.models_app, name="models", rich_help_panel="Operations")
 app.add_typer(config_cmd.app, name="config", rich_help_panel="Operations")
 

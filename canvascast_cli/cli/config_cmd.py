@@ -3,28 +3,26 @@
 from __future__ import annotations
 
 import json
-from typing import Annotated, Any
+from typing import Any
 
 import typer
 
-from canvascast_cli.cli.output import get_output, reporting
+from canvascast_cli.cli.context import command_app
+from canvascast_cli.cli.options import JsonFlag
+from canvascast_cli.cli.output import reporting
 
 app = typer.Typer(
     help="Check and show the compute config (modal.toml; Modal itself never reads it).",
     no_args_is_help=True,
 )
 
-JsonFlag = Annotated[bool, typer.Option("--json", help="Print one JSON document.")]
-
-
 @app.command("validate")
 def validate(ctx: typer.Context, json_output: JsonFlag = False) -> None:
     """Validate modal.toml and CANVASCAST_* overrides; every problem is listed (exit 2)."""
-    out = get_output(ctx, json_output)
+    application = command_app(ctx, json_output)
+    out = application.out
     with reporting(out):
-        from canvascast_cli.config import load_config
-
-        config = load_config(ctx.meta.get("config_path"))
+        config = application.config()
         where = str(config.path) if config.path else "defaults (no modal.toml found)"
         out.data({"valid": True, "path": str(config.path) if config.path else None},
                  text=f"ok: {where}")
@@ -33,11 +31,10 @@ def validate(ctx: typer.Context, json_output: JsonFlag = False) -> None:
 @app.command("show")
 def show(ctx: typer.Context, json_output: JsonFlag = False) -> None:
     """Show every effective value and where it came from: flag, env, file or default."""
-    out = get_output(ctx, json_output)
+    application = command_app(ctx, json_output)
+    out = application.out
     with reporting(out):
-        from canvascast_cli.config import load_config
-
-        config = load_config(ctx.meta.get("config_path"))
+        config = application.config()
         rows = config.rows()
         if out.json:
             out.data({

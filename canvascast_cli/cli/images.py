@@ -4,14 +4,22 @@ from __future__ import annotations
 
 import enum
 import os
-import secrets
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
-from canvascast_cli.cli.output import get_output, reporting
-from canvascast_cli.errors import EXIT_CODES_HELP, CanvasCastError, InvalidInput
+from canvascast_cli.cli.context import command_app
+from canvascast_cli.cli.options import (
+    BackendName,
+    BackendOption,
+    JsonFlag,
+    LocalFlag,
+    OverwriteFlag,
+    RemoteFlag,
+)
+from canvascast_cli.cli.output import reporting
+from canvascast_cli.errors import EXIT_CODES_HELP, InvalidInput
 
 
 class ProviderName(enum.StrEnum):
@@ -22,12 +30,6 @@ class ProviderName(enum.StrEnum):
 
 IMAGES_HELP = ("Generate one image per prompt (gemini, diffusers or offline placeholder "
                f"cards), each with a JSON sidecar.\n\n{EXIT_CODES_HELP}")
-DEFAULT_MODELS = {
-    "gemini": "gemini-3.1-flash-image",
-    "diffusers": "black-forest-labs/FLUX.1-schnell",
-    "placeholder": "placeholder-card-v1",
-}
-LONG_SIDE = {"gemini": 1344, "diffusers": 1024, "placeholder": 1920}
 
 
 def images_command(
@@ -62,133 +64,118 @@ def images_command(
     ] = None,
     batch_size: Annotated[int | None, typer.Option(
         min=1, max=64, help="Prompts per batch \\[default: modal.toml's, 5]")] = None,
-    local: Annotated[bool, typer.Option(
-        "--local", help="Run on this machine (the default until a remote is configured).")
-    ] = False,
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace existing files.")
-                         ] = False,
-    json_output: Annotated[bool, typer.Option("--json", help="Print the list as JSON.")
-                           ] = False,
+    local: LocalFlag = False,
+    remote: RemoteFlag = False,
+    backend: BackendOption = BackendName.auto,
+    overwrite: OverwriteFlag = False,
+    json_output: JsonFlag = False,
 ) -> None:
-    out = get_output(ctx, json_output)
+    application = command_app(ctx, json_output)
+    out, services = application.out, application.services
     with reporting(out):
-        from canvascast_cli.config import function_cost_per_second, load_config
-        from canvascast_cli.engines.images import pipeline
-        from canvascast_cli.engines.images.style import StyleConfig, load_style, resolve_size
+        from canvascast_cli.config import function_cost_per_second
+        from canvascast_cli.engines.images.job import plan_images, run_images
+        from canvascast_cli.engines.images.style import StyleConfig, load_style
         from canvascast_cli.engines.images.style import preset as builtin
 
         all_prompts = list(prompts or [])
         if prompts_file is not None:
             all_prompts += _read_prompts(prompts_file)
-        all_prompts = pipeline.check_prompts(all_prompts)
         if style is not None and preset is not None:
             raise InvalidInput("--style and --preset: give one (a style file can name a "
                                "preset to start from)")
         chosen_style = (load_style(style) if style is not None
                         else builtin(preset) if preset is not None else StyleConfig())
-        config = load_config(ctx.meta.get("config_path"))
+        from canvascast_cli.cli.remote import make_dispatcher, plan_backend
+
+        choice, config = plan_backend(application, backend.value, local=local, remote=remote)
         fn = config.settings.functions.generate_images
-        per_batch = batch_size or fn.batch_size or 5
-        has_key = bool(os.environ.get("GEMINI_API_KEY") or os.environ.get("GOOGLE_API_KEY"))
-        name = (provider.value if provider is not None
-                else "gemini" if has_key else "placeholder")
+        job = plan_images(
+            all_prompts, chosen_style, output_dir=output,
+            provider=provider.value if provider is not None else None, model=model,
+            seed=seed, size=size, aspect=aspect,
+            batch_size=batch_size or fn.batch_size or 5, overwrite=overwrite,
+            environ=services.environ if services.environ is not None else os.environ)
         if provider is None:
-            out.note(f"provider: {name}" + ("" if name == "gemini" else
+            out.note(f"provider: {job.provider}" + ("" if job.provider == "gemini" else
                      " (set GEMINI_API_KEY or pass --provider for real images)"))
-        width, height, ratio = resolve_size(chosen_style, size, aspect, LONG_SIDE[name])
-        base_seed = seed if seed is not None else (
-            chosen_style.seed if chosen_style.seed is not None else secrets.randbelow(2**31))
-        pipeline.check_destination(output, all_prompts, overwrite)
-        engine = _make_provider(name, model or DEFAULT_MODELS[name], chosen_style, out.note)
-        requests = pipeline.build_requests(
-            all_prompts, chosen_style, seed=base_seed, width=width, height=height,
-            aspect_ratio=ratio, negative=engine.supports_negative_prompt)
-        del local  # only the local backend exists so far
 
-        per_image = [engine.cost_per_image(r) for r in requests]
-        if all(c is not None for c in per_image):
-            estimate = sum(c for c in per_image if c is not None)
-            out.note(f"{len(requests)} images with {engine.name} ({engine.model}), "
-                     f"{width}x{height} ({ratio}), seed {base_seed}, batches of {per_batch}; "
-                     f"estimated cost ${estimate:.3f}")
+        def local_provider() -> Any:
+            return services.image_provider(job.provider, job.model,
+                                           palette=chosen_style.palette or None,
+                                           notify=out.note, sleep=services.sleep)
+
+        if choice.name == "local":
+            engine = local_provider()
         else:
-            out.note(f"{len(requests)} images with {engine.name} ({engine.model}), "
-                     f"{width}x{height} ({ratio}), seed {base_seed}, batches of {per_batch}")
+            from canvascast_cli.dispatch.jobs import DispatchedProvider
 
-        records = _generate(out, engine, requests, all_prompts, output, per_batch)
-        failed = [r for r in records if not r.ok]
-        cost = sum(c for r, c in zip(records, per_image, strict=True) if r.ok and c)
-        # Providers billed by time (diffusers) report seconds per batch: what the same work
-        # would cost on Modal with [functions.generate_images]'s GPU, for comparison.
-        busy = sum(float(r.details.get("seconds", 0)) / int(r.details.get("batch_images", 1))
-                   for r in records if "seconds" in r.details)
-        modal_usd = busy * function_cost_per_second(config.settings, "generate_images")
-        for record in failed:
+            engine = DispatchedProvider(job.provider, job.model, chosen_style.palette or None,
+                                        make_dispatcher(application, choice, config,
+                                                        remote_only=remote),
+                                        local_provider)
+        requests = job.requests(negative=engine.supports_negative_prompt)
+        per_image = [engine.cost_per_image(r) for r in requests]
+        plan = (f"{len(requests)} images with {engine.name} ({engine.model}), "
+                f"{job.width}x{job.height} ({job.aspect_ratio}), seed {job.seed}, batches of "
+                f"{job.batch_size}")
+        if all(c is not None for c in per_image):
+            plan += f"; estimated cost ${sum(c or 0.0 for c in per_image):.3f}"
+        out.note(plan)
+
+        def on_split(size: int, half: int) -> None:
+            out.warn(f"GPU out of memory on a batch of {size}; retrying in batches of {half}")
+
+        bar = out.progress()
+        if bar is None:
+            result = run_images(job, engine, on_split=on_split)
+        else:
+            with bar:
+                task = bar.add_task("images", total=len(requests), rate="")
+                result = run_images(job, engine, on_split=on_split,
+                                    progress=lambda done, _all: bar.update(task, completed=done))
+
+        modal_usd = result.generation_seconds * function_cost_per_second(
+            config.settings, "generate_images")
+        for record in result.failed:
             out.warn(f"image {record.index + 1} blocked: {record.safety.get('reason')}")
-        billing = f"; cost ${cost:.3f}" if cost else ""
-        if busy:
-            billing += (f"; {busy:.1f} s of generation, about ${modal_usd:.4f} on Modal "
-                        f"({fn.gpu or 'CPU'})")
-        out.note(f"[green]Wrote[/green] {len(records) - len(failed)} of {len(records)} images "
-                 f"to {output}/{billing}")
+        billing = f"; cost ${result.cost_usd:.3f}" if result.cost_usd else ""
+        if result.generation_seconds:
+            billing += (f"; {result.generation_seconds:.1f} s of generation, about "
+                        f"${modal_usd:.4f} on Modal ({fn.gpu or 'CPU'})")
+        records = result.records
+        out.note(f"[green]Wrote[/green] {len(records) - len(result.failed)} of {len(records)} "
+                 f"images to {output}/{billing}")
+        outcomes = getattr(engine, "outcomes", [])
+        where = _where(outcomes, choice.name)
         out.data({"images": [r.to_dict() for r in records], "output": str(output),
-                  "provider": engine.name, "model": engine.model, "seed": base_seed,
-                  "failed": len(failed), "cost_usd": round(cost, 4),
-                  "generation_seconds": round(busy, 3),
-                  "modal_equivalent_usd": round(modal_usd, 6)},
+                  "provider": engine.name, "model": engine.model, "seed": job.seed,
+                  "failed": len(result.failed), "cost_usd": result.cost_usd,
+                  "generation_seconds": result.generation_seconds,
+                  "modal_equivalent_usd": modal_usd, **where},
                  text="\n".join(r.file for r in records if r.file))
-        if failed:
+        if result.failed:
             raise typer.Exit(1)
 
 
 def _read_prompts(path: Path) -> list[str]:
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        lines = path.read_text(encoding="utf-8-sig").splitlines()
     except FileNotFoundError:
         raise InvalidInput(f"--prompts-file: {path}: file not found") from None
+    except IsADirectoryError:
+        raise InvalidInput(f"--prompts-file: {path}: is a folder, not a file") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise InvalidInput(f"--prompts-file: {path}: cannot read ({exc})") from None
     return [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
 
 
-def _make_provider(name: str, model: str, style, note):  # type: ignore[no-untyped-def]
-    if name == "placeholder":
-        from canvascast_cli.engines.images.placeholder import PlaceholderProvider
-
-        return PlaceholderProvider(palette=style.palette or None)
-    if name == "gemini":
-        from canvascast_cli.engines.images.gemini import GeminiProvider
-
-        return GeminiProvider.from_environment(model)
-    from canvascast_cli.engines.images.diffusers_provider import DiffusersProvider
-
-    return DiffusersProvider(model, notify=note)
-
-
-def _generate(out, engine, requests, prompts, folder, per_batch):  # type: ignore[no-untyped-def]
-    from canvascast_cli.engines.images import pipeline
-
-    records = []
-    progress = out.progress()
-
-    def on_split(size: int, half: int) -> None:
-        out.warn(f"GPU out of memory on a batch of {size}; retrying in batches of {half}")
-
-    def run(advance) -> None:  # type: ignore[no-untyped-def]
-        for batch in pipeline.batches(requests, per_batch):
-            try:
-                results = pipeline.generate_batch(engine, batch, on_split)
-            except CanvasCastError:
-                raise
-            for request, result in zip(batch, results, strict=True):
-                records.append(pipeline.write_result(folder, prompts[request.index], request,
-                                                     result, engine))
-                advance()
-
-    if progress is None:
-        run(lambda: None)
-        return records
-    with progress:
-        task = progress.add_task("images", total=len(requests), rate="")
-        run(lambda: progress.advance(task))
-    return records
+def _where(outcomes: list[Any], chosen: str) -> dict[str, Any]:
+    """Where the batches ran, for --json: the backend, and any fallback."""
+    if not outcomes:
+        return {"backend": chosen, "fallback": None}
+    backends = sorted({o.backend for o in outcomes})
+    fallback = next((o.fallback for o in outcomes if o.fallback), None)
+    return {"backend": backends[0] if len(backends) == 1 else backends, "fallback": fallback,
+            "job_ids": [o.job_id for o in outcomes if o.job_id],
+            "remote_usd": sum(o.actual_usd or 0.0 for o in outcomes)}

@@ -18,7 +18,13 @@ from typing import TYPE_CHECKING, Any
 import typer
 
 from canvascast_cli import env
-from canvascast_cli.errors import CanvasCastError, Interrupted
+from canvascast_cli.errors import (
+    CanvasCastError,
+    Interrupted,
+    InvalidInput,
+    JobFailed,
+    from_os_error,
+)
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -106,26 +112,41 @@ class Output:
         )
 
 
-def get_output(ctx: typer.Context, json_flag: bool = False) -> Output:
-    """The Output set up by the root callback; a command's own ``--json`` adds to it."""
-    out = ctx.find_object(Output)
-    if out is None:  # a command invoked without the root callback (tests)
-        out = Output()
-        ctx.obj = out
-    if json_flag:
-        out.json = True
-    return out
-
-
 @contextmanager
 def reporting(out: Output) -> Iterator[None]:
-    """Turn CanvasCastError (and Ctrl-C) into the documented output and exit code."""
+    """Every way a command can fail ends here: one message (one JSON document under
+    ``--json``), a documented exit code; a traceback only with ``--verbose``."""
     try:
         yield
-    except CanvasCastError as exc:
-        out.error(exc)
-        raise typer.Exit(exc.exit_code) from None
-    except KeyboardInterrupt:
-        interrupted = Interrupted("interrupted")
-        out.error(interrupted)
-        raise typer.Exit(interrupted.exit_code) from None
+    except typer.Exit:
+        raise
+    except BaseException as exc:
+        error = as_error(exc)
+        if out.verbose and not isinstance(exc, (CanvasCastError, KeyboardInterrupt)):
+            import traceback
+
+            out.err.print(traceback.format_exc(), markup=False, highlight=False)
+        out.error(error)
+        raise typer.Exit(error.exit_code) from None
+
+
+def as_error(exc: BaseException) -> CanvasCastError:
+    """Any exception as the CanvasCastError the user sees."""
+    if isinstance(exc, CanvasCastError):
+        return exc
+    if isinstance(exc, KeyboardInterrupt):
+        from canvascast_cli.signals import signal_number
+
+        signum = signal_number(exc)
+        name = "Ctrl-C" if signum == 2 else __import__("signal").Signals(signum).name
+        return Interrupted(f"interrupted ({name}); nothing was written", signum=signum)
+    if isinstance(exc, OSError):
+        return from_os_error(exc)
+    if isinstance(exc, MemoryError):
+        return JobFailed("out of memory")
+    if isinstance(exc, RecursionError):
+        return InvalidInput("input nested too deeply to process")
+    message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return JobFailed(f"internal error: {type(exc).__name__}" + (f": {message}" if message
+                                                                 else "")
+                     + " (run with --verbose for the traceback)")

@@ -4,13 +4,31 @@ from __future__ import annotations
 
 import enum
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from canvascast_cli.cli.output import Output, get_output, reporting
+from canvascast_cli.atomic import check_destination, staged
+from canvascast_cli.cli.context import command_app
+from canvascast_cli.cli.options import (
+    BackendName,
+    BackendOption,
+    JsonFlag,
+    LocalFlag,
+    OverwriteFlag,
+    RemoteFlag,
+)
+from canvascast_cli.cli.output import reporting
+from canvascast_cli.engines.transcribe.align import SCRIPT_FAIL_SHARE, SCRIPT_WARN_SHARE
 from canvascast_cli.errors import EXIT_CODES_HELP, InvalidInput
+
+if TYPE_CHECKING:
+    from canvascast_cli.engines.transcribe.result import Transcript
+
+Progress = Callable[[float, float], None]
+
 
 
 class Format(enum.StrEnum):
@@ -37,8 +55,8 @@ def transcribe_command(
         show_default=False)],
     output: Annotated[Path | None, typer.Option(
         "--output", "-o", metavar="OUT",
-        help="Write here (format from the extension unless --format). \\[default: stdout]")
-    ] = None,
+        help="Write here (format from the extension: .json .srt .vtt .txt, unless "
+        "--format); '-' is stdout. \\[default: stdout]")] = None,
     fmt: Annotated[Format | None, typer.Option(
         "--format", "-f", help="json (what render takes as captions), srt, vtt or txt.",
         show_default=False)] = None,
@@ -53,38 +71,67 @@ def transcribe_command(
     script: Annotated[Path | None, typer.Option(
         metavar="SCRIPT.txt", help="The narration's text: output words are the script's, "
         "timed from the recognised ones.")] = None,
+    allow_script_mismatch: Annotated[bool, typer.Option(
+        "--allow-script-mismatch", help=f"Keep going when under {SCRIPT_FAIL_SHARE:.0%} of "
+        "the script's words match the speech (a warning below "
+        f"{SCRIPT_WARN_SHARE:.0%} either way).")] = False,
     beam_size: Annotated[int, typer.Option(
         min=1, max=20, help="Beam width (1 = greedy, fastest).")] = 5,
     compute_type: Annotated[str | None, typer.Option(
         metavar="TYPE", help="int8, float16, float32... \\[default: int8 on CPU, float16 on "
         "GPU]")] = None,
     offset: Annotated[float, typer.Option(
-        help="Seconds added to every time (a piece of a longer recording).")] = 0.0,
-    local: Annotated[bool, typer.Option(
-        "--local", help="Run on this machine (the default until a remote is configured).")
-    ] = False,
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace OUT if it exists.")
-                         ] = False,
+        min=0.0, help="Seconds added to every time (a piece of a longer recording).")] = 0.0,
+    local: LocalFlag = False,
+    remote: RemoteFlag = False,
+    backend: BackendOption = BackendName.auto,
+    overwrite: OverwriteFlag = False,
     json_output: Annotated[bool, typer.Option(
         "--json", help="Print one JSON document (the transcript, or with -o a summary).")
     ] = False,
 ) -> None:
-    out = get_output(ctx, json_output)
+    application = command_app(ctx, json_output)
+    out = application.out
     with reporting(out):
-        chosen = _format(fmt, output)
-        if output is not None:
-            _check_destination(output, overwrite)
-        from canvascast_cli.engines.transcribe.pipeline import read_script, transcribe_file
+        to_stdout = output is None or str(output) == "-"
+        chosen = _format(fmt, None if to_stdout else output)
+        destination = None if to_stdout else check_destination(
+            output, overwrite=overwrite, what="-o")  # type: ignore[arg-type]
+        from canvascast_cli.cli.remote import make_dispatcher, plan_backend, stages_for
+        from canvascast_cli.dispatch.dispatcher import RemoteJob
+        from canvascast_cli.engines.transcribe.job import TranscribeJob, run_transcribe
+        from canvascast_cli.engines.transcribe.pipeline import read_script
 
-        script_words = read_script(script) if script is not None else None
-        del local  # only the local backend exists so far; the remote one slots in here
-        transcript = _run(out, audio, lambda progress: transcribe_file(
-            audio, engine=engine.value, model=model, language=language, beam_size=beam_size,
-            script=script_words, offset=offset, compute_type=compute_type,
-            progress=progress))
+        job = TranscribeJob(
+            audio=audio, engine=engine.value, model=model, language=language,
+            beam_size=beam_size, offset=offset, compute_type=compute_type,
+            script=tuple(read_script(script)) if script is not None else None,
+            allow_script_mismatch=allow_script_mismatch)
+        if not audio.is_file():
+            raise InvalidInput(f"{audio}: " + ("is a folder, not a file" if audio.is_dir()
+                                               else "file not found"))
+        choice, config = plan_backend(application, backend.value, local=local, remote=remote)
+        with stages_for(application, "transcribe", None, "s") as stages:
+            if choice.name == "local":
+                remote_job, fetch = RemoteJob("transcribe_audio", {}), None
+            else:
+                from canvascast_cli.dispatch.jobs import transcribe_remote
+
+                remote_job, fetch = transcribe_remote(job)
+
+            def here() -> Transcript:
+                stages.stage("transcribe", None, "s")
+                return run_transcribe(job, progress=stages.update)
+
+            outcome = make_dispatcher(application, choice, config, remote_only=remote,
+                                      stages=stages).run(remote_job, local=here,
+                                                         fetch=fetch)  # type: ignore[arg-type]
+        transcript = outcome.value
 
         from canvascast_cli.engines.transcribe.formats import render_transcript
 
+        for warning in transcript.warnings:
+            out.warn(warning)
         text = render_transcript(transcript, chosen)
         timing = transcript.extra.get("timing", {})
         summary = (f"{len(transcript.words)} words, {transcript.duration:.1f} s of audio, "
@@ -94,58 +141,40 @@ def transcribe_command(
             a = transcript.alignment
             summary += (f"; script: {a.matched}/{a.script_words} words matched, "
                         f"{a.interpolated} interpolated")
-        if output is None:
-            if out.json and chosen != "json":
-                out.data({**transcript.to_dict(), "rendered": text, "format": chosen})
+        where = outcome.to_dict()
+        if destination is None:
+            if out.json:
+                doc = {**transcript.to_dict(), **where}
+                if chosen != "json":
+                    doc.update(rendered=text, format=chosen)
+                out.data(doc)
             else:
                 sys.stdout.write(text)
+                sys.stdout.flush()
             out.note(summary)
             return
-        from canvascast_cli.atomic import staged
-
-        with staged(output, overwrite=overwrite) as tmp:
+        with staged(destination, overwrite=overwrite) as tmp:
             tmp.write_text(text, encoding="utf-8")
-        out.note(f"[green]Wrote[/green] {output} ({chosen}): {summary}")
-        out.data({"output": str(output.absolute()), "format": chosen,
+        out.note(f"[green]Wrote[/green] {destination} ({chosen}): {summary}")
+        out.data({"output": str(destination), "format": chosen,
                   "words": len(transcript.words), "segments": len(transcript.segments),
                   "duration": transcript.duration, "language": transcript.language,
                   "engine": transcript.engine, "model": transcript.model,
                   "alignment": transcript.alignment.to_dict() if transcript.alignment else None,
-                  **timing}, text=str(output.absolute()))
+                  "warnings": list(transcript.warnings), **timing, **where},
+                 text=str(destination))
 
 
 def _format(fmt: Format | None, output: Path | None) -> str:
     if fmt is not None:
         return fmt.value
-    if output is not None and output.suffix.lower().lstrip(".") in Format.__members__:
-        return output.suffix.lower().lstrip(".")
-    return "json"
-
-
-def _check_destination(output: Path, overwrite: bool) -> None:
-    if output.exists() and not overwrite:
-        raise InvalidInput(f"{output} already exists; pass --overwrite to replace it")
-    if not output.absolute().parent.is_dir():
-        raise InvalidInput(f"{output.parent}: output folder does not exist")
-
-
-def _run(out: Output, audio: Path, job):  # type: ignore[no-untyped-def]
-    """Run ``job(progress)`` with a progress bar over audio seconds on a terminal."""
-    progress = out.progress()
-    if progress is None:
-        return job(None)
-    import time
-
-    with progress:
-        task = progress.add_task("transcribe", total=None, rate="")
-        began = time.perf_counter()
-
-        def update(done: float, total: float) -> None:
-            speed = done / max(time.perf_counter() - began, 1e-6)
-            progress.update(task, total=round(total, 1), completed=round(done, 1),
-                            rate=f"{speed:5.1f}x realtime")
-
-        return job(update)
+    if output is None:
+        return "json"
+    suffix = output.suffix.lower().lstrip(".")
+    if suffix in Format.__members__:
+        return suffix
+    raise InvalidInput(f"-o: cannot tell the format from {output.name!r}; name it .json, "
+                       ".srt, .vtt or .txt, or pass --format")
 
 
 # ---------------------------------------------------------------------------------------
@@ -156,10 +185,9 @@ models_app = typer.Typer(help="Whisper models available on this machine; convert
 
 
 @models_app.command("list")
-def models_list(ctx: typer.Context, json_output: Annotated[bool, typer.Option(
-        "--json", help="Print one JSON document.")] = False) -> None:
+def models_list(ctx: typer.Context, json_output: JsonFlag = False) -> None:
     """Models each engine can use here, and where they come from (nothing is downloaded)."""
-    out = get_output(ctx, json_output)
+    out = command_app(ctx, json_output).out
     with reporting(out):
         from canvascast_cli.engines.transcribe.models import list_models, models_dir
 
@@ -193,19 +221,18 @@ def models_convert(
     output: Annotated[Path | None, typer.Option(
         "--output", "-o", metavar="OUT.pt",
         help="Where to write \\[default: <models folder>/openai-whisper/NAME.pt]")] = None,
-    overwrite: Annotated[bool, typer.Option("--overwrite")] = False,
-    json_output: Annotated[bool, typer.Option("--json")] = False,
+    overwrite: OverwriteFlag = False,
+    json_output: JsonFlag = False,
 ) -> None:
     """Convert a CTranslate2 (faster-whisper) model into an openai-whisper checkpoint."""
-    out = get_output(ctx, json_output)
+    out = command_app(ctx, json_output).out
     with reporting(out):
         from canvascast_cli.engines.transcribe.models import models_dir, resolve_model
 
         ref = resolve_model("faster-whisper", source)
         target = output or models_dir() / "openai-whisper" / f"{name or ref.name}.pt"
-        if target.exists() and not overwrite:
-            raise InvalidInput(f"{target} already exists; pass --overwrite to replace it")
         target.parent.mkdir(parents=True, exist_ok=True)
+        target = check_destination(target, overwrite=overwrite, what="-o")
         try:
             from canvascast_cli.engines.transcribe.convert import convert_ct2_to_openai_whisper
         except ImportError:

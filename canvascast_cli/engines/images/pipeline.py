@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from canvascast_cli.atomic import write_bytes
+from canvascast_cli.atomic import check_writable, write_bytes
 from canvascast_cli.engines.images.base import ImageRequest, ImageResult, Provider
 from canvascast_cli.engines.images.style import StyleConfig
 from canvascast_cli.errors import GpuOutOfMemory, InvalidInput
@@ -115,8 +115,18 @@ def generate_batch(provider: Provider, batch: list[ImageRequest],
 
 
 def check_destination(out_dir: Path, prompts: Sequence[str], overwrite: bool) -> None:
+    """Before anything is generated: the folder can be made and written, and (without
+    ``overwrite``) none of the files it would get exist already."""
+    if str(out_dir) == "-":
+        raise InvalidInput("-o: '-' (stdout) is not supported; give a folder")
     if out_dir.exists() and not out_dir.is_dir():
         raise InvalidInput(f"-o: {out_dir} exists and is not a folder")
+    existing = out_dir.absolute()
+    while not existing.exists():  # the nearest folder that exists must be writable
+        existing = existing.parent
+    if not existing.is_dir():
+        raise InvalidInput(f"-o: {existing} is not a folder")
+    check_writable(existing, what="-o")
     if overwrite or not out_dir.is_dir():
         return
     taken = [str(p) for i, prompt in enumerate(prompts)

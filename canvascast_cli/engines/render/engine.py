@@ -26,18 +26,18 @@ import cv2
 import numpy as np
 
 from canvascast_cli.assets import FONTS_DIR
-from canvascast_cli.atomic import staged
+from canvascast_cli.atomic import check_destination, staged
 from canvascast_cli.engines.render.audio import build_audio_graph
 from canvascast_cli.engines.render.captions import build_ass
 from canvascast_cli.engines.render.compose import Compositor
 from canvascast_cli.engines.render.ffmpeg import FFmpegProcess, FrameWriter, T, ffmpeg_exe
 from canvascast_cli.engines.render.frames import FrameBuffer
 from canvascast_cli.engines.render.inputs import font_file
+from canvascast_cli.engines.render.presets import DEFAULT_CRF, DEFAULT_PRESET, X264_PRESETS
 from canvascast_cli.errors import FFmpegError, Interrupted, InvalidInput
+from canvascast_cli.signals import signal_number
 from canvascast_cli.timeline import ResolvedTimeline
 
-PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower",
-           "veryslow")
 BUNDLED_FONT_DIR = FONTS_DIR
 _PIPE_DEPTH = 4  # frames queued between the frame maker and the ffmpeg writer
 _FRAME_NICENESS = 10
@@ -46,8 +46,8 @@ PIPE_PIX_FMT = "nv12"  # raw frames on ffmpeg's stdin (see frames.FrameBuffer)
 
 @dataclass(frozen=True)
 class RenderOptions:
-    preset: str = "veryfast"
-    crf: int = 20
+    preset: str = DEFAULT_PRESET
+    crf: int = DEFAULT_CRF
     audio_bitrate: str = "192k"
     ffmpeg: str | None = None
     frame_range: tuple[int, int] | None = None  # [start, end) in frames; None = all
@@ -86,18 +86,12 @@ def render(
     A failed or interrupted render leaves nothing at ``output``; an existing ``output`` is
     only replaced when ``overwrite`` is true.
     """
-    if options.preset not in PRESETS:
+    if options.preset not in X264_PRESETS:
         raise InvalidInput(f"--preset: {options.preset!r} is not an x264 preset; "
-                           f"allowed: {', '.join(PRESETS)}")
+                           f"allowed: {', '.join(X264_PRESETS)}")
     if not 0 <= options.crf <= 51:
         raise InvalidInput(f"--crf: {options.crf} is out of range; allowed: 0 to 51")
-    output = output.expanduser().absolute()
-    if output.exists() and not overwrite:
-        raise InvalidInput(f"{output} already exists; pass --overwrite to replace it")
-    if output.exists() and output.is_dir():
-        raise InvalidInput(f"{output} is a directory; give a file name ending in .mp4")
-    if not output.parent.is_dir():
-        raise InvalidInput(f"{output.parent}: output folder does not exist")
+    output = check_destination(output, overwrite=overwrite, what="-o")
 
     total = resolved.timeline.total_frames
     start, end = options.frame_range or (0, total)
@@ -205,8 +199,9 @@ def _encode(
     try:
         _FramePipeline(resolved, proc, start, end).run()
         proc.finish()
-    except KeyboardInterrupt:
-        raise Interrupted("render interrupted; nothing was written") from None
+    except KeyboardInterrupt as exc:
+        raise Interrupted("render interrupted; nothing was written",
+                          signum=signal_number(exc)) from None
     finally:
         proc.kill()  # no-op once ffmpeg has exited
     if on_progress is not None:
@@ -355,4 +350,4 @@ def _sha256(path: Path) -> tuple[str, int]:
     return digest.hexdigest(), size
 
 
-__all__ = ["PRESETS", "FFmpegError", "RenderOptions", "RenderResult", "ffmpeg_command", "render"]
+__all__ = ["FFmpegError", "RenderOptions", "RenderResult", "ffmpeg_command", "render"]

@@ -73,10 +73,10 @@ def load_rgb(path: Path, *, min_size: tuple[int, int] | None = None,
     ``min_size``: lets JPEG decode at a reduced scale (DCT scaling) when the file is much
     larger than needed — several times faster on camera photos.
     """
-    with Image.open(path) as img:
-        if min_size is not None and img.format == "JPEG":
-            img.draft("RGB", min_size)
-        img = ImageOps.exif_transpose(img)
+    with Image.open(path) as opened:
+        if min_size is not None and opened.format == "JPEG":
+            opened.draft("RGB", min_size)
+        img: Image.Image = ImageOps.exif_transpose(opened)
         if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
             rgba = img.convert("RGBA")
             base = Image.new("RGBA", rgba.size, (*hex_to_rgb(background), 255))

@@ -81,8 +81,8 @@ class FasterWhisperEngine:
                 condition_on_previous_text=False, vad_filter=False)
             segments = []
             for i, piece in enumerate(pieces):  # a generator: decoding happens here
-                words = tuple(Word(w.word.strip(), float(w.start), float(w.end),
-                                   float(w.probability)) for w in (piece.words or ()))
+                words = tuple(_word(w.word, w.start, w.end, w.probability)
+                              for w in (piece.words or ()))
                 segments.append(Segment(i, float(piece.start), float(piece.end),
                                         piece.text.strip(), words))
                 if progress is not None:
@@ -141,8 +141,8 @@ class OpenAIWhisperEngine:
             setattr(whisper_transcribe, "tqdm", real_tqdm)  # noqa: B010
         segments = []
         for i, seg in enumerate(result["segments"]):
-            words = tuple(Word(str(w["word"]).strip(), float(w["start"]), float(w["end"]),
-                               float(w["probability"])) for w in seg.get("words", ()))
+            words = tuple(_word(w["word"], w["start"], w["end"], w["probability"])
+                          for w in seg.get("words", ()))
             segments.append(Segment(i, float(seg["start"]), float(seg["end"]),
                                     str(seg["text"]).strip(), words))
         return segments, str(result.get("language") or language or "en")
@@ -171,6 +171,13 @@ class _Bar:
     def update(self, frames: int) -> None:
         self._frames += frames
         self._progress(self._frames / 100)  # mel frames are 10 ms
+
+
+def _word(text: Any, start: Any, end: Any, probability: Any) -> Word:
+    """A recognised word as the one Word type (times never negative or reversed)."""
+    begin = max(0.0, float(start))
+    return Word(str(text).strip(), begin, max(begin, float(end)),
+                min(1.0, max(0.0, float(probability))))
 
 
 def duration_of(samples: np.ndarray) -> float:

@@ -11,20 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from canvascast_cli.words import Word
 
-@dataclass(frozen=True)
-class Word:
-    word: str  # as spoken/written, without surrounding whitespace
-    start: float
-    end: float
-    probability: float | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"word": self.word, "start": round(self.start, 3),
-                               "end": round(self.end, 3)}
-        if self.probability is not None:
-            out["probability"] = round(self.probability, 4)
-        return out
+__all__ = ["Alignment", "Segment", "Transcript", "Word"]
 
 
 @dataclass(frozen=True)
@@ -49,9 +38,15 @@ class Alignment:
     interpolated: int  # no recognised match: timed between their neighbours
     dropped: int  # recognised words the script lacks (still in segments)
 
-    def to_dict(self) -> dict[str, int]:
+    @property
+    def matched_share(self) -> float:
+        """Share of the script's words timed from a recognised word (0-1)."""
+        return self.matched / self.script_words if self.script_words else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
         return {"script_words": self.script_words, "matched": self.matched,
-                "interpolated": self.interpolated, "dropped_recognised": self.dropped}
+                "interpolated": self.interpolated, "dropped_recognised": self.dropped,
+                "matched_share": round(self.matched_share, 4)}
 
 
 @dataclass(frozen=True)
@@ -64,6 +59,7 @@ class Transcript:
     model: str
     alignment: Alignment | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    warnings: tuple[str, ...] = ()
 
     @property
     def text(self) -> str:
@@ -82,6 +78,30 @@ class Transcript:
                                  words=tuple(move(w) for w in s.words)) for s in self.segments)
         return replace(self, segments=segments, words=tuple(move(w) for w in self.words))
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Transcript:
+        """The transcript ``to_dict`` wrote (a transcript that came back from a remote
+        job). Segment word lists are not in the JSON; ``words`` has them all."""
+        words = tuple(Word(**{k: w[k] for k in ("word", "start", "end", "probability")
+                              if k in w}) for w in data.get("words") or [])
+        segments = tuple(Segment(int(s["id"]), float(s["start"]), float(s["end"]),
+                                 str(s["text"])) for s in data.get("segments") or [])
+        raw = data.get("alignment")
+        alignment = None
+        if isinstance(raw, dict):
+            alignment = Alignment(script_words=int(raw["script_words"]),
+                                  matched=int(raw["matched"]),
+                                  interpolated=int(raw["interpolated"]),
+                                  dropped=int(raw.get("dropped_recognised", 0)))
+        known = {"language", "duration", "engine", "model", "text", "segments", "words",
+                 "alignment", "warnings"}
+        return cls(segments=segments, words=words, language=str(data.get("language", "")),
+                   duration=float(data.get("duration", 0.0)),
+                   engine=str(data.get("engine", "")), model=str(data.get("model", "")),
+                   alignment=alignment,
+                   extra={k: v for k, v in data.items() if k not in known},
+                   warnings=tuple(str(w) for w in data.get("warnings") or ()))
+
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
             "language": self.language,
@@ -94,5 +114,7 @@ class Transcript:
         }
         if self.alignment is not None:
             out["alignment"] = self.alignment.to_dict()
+        if self.warnings:
+            out["warnings"] = list(self.warnings)
         out.update(self.extra)
         return out

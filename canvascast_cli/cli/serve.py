@@ -1,0 +1,68 @@
+"""``canvascast serve``: the job API on this machine (the same app Modal hosts)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from canvascast_cli import env
+from canvascast_cli.cli.context import get_app
+from canvascast_cli.cli.output import reporting
+from canvascast_cli.errors import EXIT_CODES_HELP, InvalidInput
+
+LOOPBACK = ("127.0.0.1", "::1", "localhost")
+SERVE_HELP = (
+    "Run the job API locally with uvicorn; jobs run in worker processes. Clients use it "
+    f"with {env.MODAL_ENDPOINT}=http://HOST:PORT and the same {env.MODAL_TOKEN} (one export "
+    f"serves both ends of a dev loop).\n\n{EXIT_CODES_HELP}")
+
+
+def serve_command(
+    ctx: typer.Context,
+    host: Annotated[str, typer.Option(
+        help="Interface to listen on; anything but loopback needs --public.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=0, max=65535, help="TCP port (0: any free).")
+                    ] = 8000,
+    workers: Annotated[int, typer.Option(
+        min=1, max=64, help="Worker processes running jobs at once.")] = 1,
+    store: Annotated[Path | None, typer.Option(
+        metavar="DIR", help="Blob store folder. \\[default: <cache>/server]")] = None,
+    public: Annotated[bool, typer.Option(
+        "--public", help="Allow a non-loopback --host (the token is then all that guards "
+        "it; put TLS in front).")] = False,
+) -> None:
+    application = get_app(ctx)
+    out = application.out
+    with reporting(out):
+        token = os.environ.get(env.MODAL_TOKEN, "").strip()
+        if not token:
+            raise InvalidInput(f"serve: set {env.MODAL_TOKEN} to the bearer token clients "
+                               "must send (e.g. export MODAL_TOKEN=$(openssl rand -hex 32))")
+        if host not in LOOPBACK and not public:
+            raise InvalidInput(f"--host {host}: not a loopback address; pass --public to "
+                               "listen beyond this machine")
+        try:
+            import uvicorn
+        except ImportError:
+            raise InvalidInput("serve needs the modal extra: pip install "
+                               "'canvascast[modal]'") from None
+        from canvascast_cli.paths import cache_dir
+        from canvascast_cli.server.app import create_app
+        from canvascast_cli.server.blobs import BlobStore
+        from canvascast_cli.server.runner import LocalRunner
+
+        root = (store or cache_dir() / "server").expanduser().absolute()
+        blobs = BlobStore(root)
+        runner = LocalRunner(root, workers=workers)
+        try:
+            config = uvicorn.Config(create_app(blobs, runner, token), host=host, port=port,
+                                    log_level="warning", access_log=False)
+            server = uvicorn.Server(config)
+            out.note(f"canvascast job API on http://{host}:{port} ({workers} worker"
+                     f"{'s' if workers > 1 else ''}, blobs in {root}); Ctrl-C stops it")
+            server.run()
+        finally:
+            runner.close()

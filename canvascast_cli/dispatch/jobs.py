@@ -1,0 +1,207 @@
+"""The three jobs as the client sends them remotely, and how their results come back.
+
+Each ``*_remote`` function turns a typed engine job into a ``RemoteJob`` (payload + the
+local files to upload, by sha256) and a ``fetch`` that downloads and verifies the
+artifacts into the job's destination, atomically, returning the same typed result the
+local engine returns. Nothing here runs an engine.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from canvascast_cli.atomic import staged
+from canvascast_cli.dispatch.backend import Backend
+from canvascast_cli.dispatch.dispatcher import RemoteJob, require_local_files
+from canvascast_cli.errors import JobFailed
+from canvascast_cli.server.blobs import sha256_file
+from canvascast_cli.server.work import blob_ref, render_refs, rewrite_refs
+
+Fetch = Callable[[Backend, dict[str, Any]], Any]
+
+
+def _artifacts(status: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    result = status.get("result") or {}
+    return {a["name"]: a for a in result.get("artifacts") or []}
+
+
+def _download_to(backend: Backend, artifact: dict[str, Any], dest: Path, *,
+                 overwrite: bool, on_bytes: Callable[[int], None] | None = None) -> int:
+    with staged(dest, overwrite=overwrite, suffix=".part" + dest.suffix) as tmp:
+        return backend.download(artifact["sha256"], tmp, on_bytes)
+
+
+# ---------------------------------------------------------------------------------------
+# render
+
+
+def render_remote(job: Any, stages: Any = None) -> tuple[RemoteJob, Fetch]:
+    """A ``RenderJob`` -> (RemoteJob, fetch writing the MP4 to ``job.output``)."""
+    from canvascast_cli.engines.render.engine import RenderResult
+
+    timeline = job.timeline.model_dump(mode="json")
+    files: dict[str, Path] = {}
+    mapping: dict[str, str] = {}
+    uploads: dict[str, Path] = {}
+    for field, ref in render_refs(timeline).items():
+        if ref.startswith(("http://", "https://")):
+            continue  # fetched by the worker, within the same limits
+        path = Path(ref).expanduser()
+        files[field] = path if path.is_absolute() else job.base_dir / path
+    require_local_files(files)
+    for field, path in files.items():
+        ref = render_refs(timeline)[field]
+        if ref in mapping:
+            continue
+        sha, _size = sha256_file(path)
+        mapping[ref] = blob_ref(sha, path.suffix)
+        uploads[sha] = path
+    options = job.options
+    payload = {"timeline": rewrite_refs(timeline, mapping),
+               "options": {"preset": options.preset, "crf": options.crf,
+                           "frame_range": list(options.frame_range)
+                           if options.frame_range else None}}
+    remote = RemoteJob("render_video", payload, uploads, units=float(job.frames),
+                       unit="frames")
+
+    def fetch(backend: Backend, status: dict[str, Any]) -> RenderResult:
+        artifact = _artifacts(status).get("video.mp4")
+        if artifact is None:
+            raise JobFailed("the render finished without a video artifact")
+        if stages is not None:
+            stages.stage("downloading", artifact.get("size"), "bytes")
+        output = job.output.expanduser().absolute()
+        _download_to(backend, artifact, output, overwrite=job.overwrite,
+                     on_bytes=stages.update if stages is not None else None)
+        summary = dict((status.get("result") or {}).get("summary") or {})
+        summary["output"] = str(output)
+        return RenderResult(**summary)
+
+    return remote, fetch
+
+
+# ---------------------------------------------------------------------------------------
+# transcribe
+
+
+def transcribe_remote(job: Any) -> tuple[RemoteJob, Fetch]:
+    """A ``TranscribeJob`` -> (RemoteJob, fetch returning the ``Transcript``)."""
+    from canvascast_cli.engines.transcribe.result import Transcript
+
+    require_local_files({"AUDIO": job.audio})
+    sha, _size = sha256_file(job.audio)
+    payload: dict[str, Any] = {
+        "audio": blob_ref(sha, job.audio.suffix), "engine": job.engine, "model": job.model,
+        "language": job.language, "beam_size": job.beam_size,
+        "script": list(job.script) if job.script is not None else None,
+        "offset": job.offset, "compute_type": job.compute_type,
+        "allow_script_mismatch": job.allow_script_mismatch}
+    remote = RemoteJob("transcribe_audio", payload, {sha: job.audio},
+                       units=_audio_seconds(job.audio), unit="seconds")
+
+    def fetch(backend: Backend, status: dict[str, Any]) -> Transcript:
+        artifact = _artifacts(status).get("transcript.json")
+        if artifact is None:
+            raise JobFailed("the transcription finished without a transcript artifact")
+        import tempfile
+
+        with tempfile.TemporaryDirectory(prefix="canvascast-fetch-") as folder:
+            path = Path(folder) / "transcript.json"
+            backend.download(artifact["sha256"], path)
+            return Transcript.from_dict(json.loads(path.read_text(encoding="utf-8")))
+
+    return remote, fetch
+
+
+def _audio_seconds(path: Path) -> float:
+    """The audio's length for the cost estimate (0 when it cannot be read cheaply)."""
+    try:
+        import av
+
+        with av.open(str(path)) as container:
+            if container.duration:
+                return container.duration / 1_000_000
+    except Exception:  # an estimate only; the job itself checks the file
+        return 0.0
+    return 0.0
+
+
+# ---------------------------------------------------------------------------------------
+# images: one remote job per batch; results come back as ImageResults
+
+
+def images_remote(requests: list[Any], provider: str, model: str,
+                  palette: list[str] | None) -> tuple[RemoteJob, Fetch]:
+    """One batch of ``ImageRequest`` -> (RemoteJob, fetch returning ``ImageResult``s)."""
+    from dataclasses import asdict
+
+    from canvascast_cli.engines.images.base import ImageResult
+
+    payload = {"provider": provider, "model": model, "palette": palette,
+               "requests": [asdict(r) for r in requests]}
+    remote = RemoteJob("generate_images", payload, {}, units=float(len(requests)),
+                       unit="images")
+
+    def fetch(backend: Backend, status: dict[str, Any]) -> list[ImageResult]:
+        import tempfile
+
+        result = status.get("result") or {}
+        artifacts = _artifacts(status)
+        out = []
+        with tempfile.TemporaryDirectory(prefix="canvascast-fetch-") as folder:
+            for entry in result.get("images") or []:
+                data = None
+                name = entry.get("artifact")
+                if name:
+                    path = Path(folder) / name
+                    backend.download(artifacts[name]["sha256"], path)
+                    data = path.read_bytes()
+                out.append(ImageResult(int(entry["index"]), data, entry.get("mime_type"),
+                                       blocked=entry.get("blocked"),
+                                       details=dict(entry.get("details") or {})))
+        by_index = {r.index: r for r in out}
+        return [by_index[r.index] for r in requests]
+
+    return remote, fetch
+
+
+class DispatchedProvider:
+    """The images ``Provider`` protocol over the dispatcher: each batch is one remote job.
+
+    A GPU out-of-memory comes back as ``GpuOutOfMemory``, so ``pipeline.generate_batch``
+    splits the batch and submits the halves, as it does locally; when the remote side is
+    unavailable a batch runs on the local provider (built on first need).
+    """
+
+    def __init__(self, name: str, model: str, palette: list[str] | None, dispatcher: Any,
+                 make_local: Callable[[], Any]) -> None:
+        self.name, self.model, self._palette = name, model, palette
+        self._dispatcher = dispatcher
+        self._make_local = make_local
+        self._local: Any = None
+        self.outcomes: list[Any] = []
+        # Sent where the provider may use one; a remote model that cannot says so
+        # (details.negative_prompt_ignored) instead of silently dropping it.
+        self.supports_negative_prompt = name == "diffusers"
+
+    def cost_per_image(self, request: Any) -> float | None:
+        if self.name == "gemini":
+            from canvascast_cli.engines.images.gemini import PRICE_PER_IMAGE
+
+            return PRICE_PER_IMAGE.get(self.model.removeprefix("models/"))
+        return 0.0 if self.name == "placeholder" else None
+
+    def generate(self, batch: list[Any]) -> list[Any]:
+        remote, fetch = images_remote(batch, self.name, self.model, self._palette)
+        outcome = self._dispatcher.run(remote, local=lambda: self._local_provider().generate(
+            batch), fetch=fetch)
+        self.outcomes.append(outcome)
+        return list(outcome.value)
+
+    def _local_provider(self) -> Any:
+        if self._local is None:
+            self._local = self._make_local()
+        return self._local
