@@ -20,7 +20,7 @@ import typer
 from typer.core import TyperGroup
 
 from canvascast_cli import __version__, env
-from canvascast_cli.cli import config_cmd, images, render, serve, transcribe
+from canvascast_cli.cli import config_cmd, images, jobs, render, serve, transcribe
 from canvascast_cli.cli.context import Application
 from canvascast_cli.cli.output import Output
 from canvascast_cli.errors import EXIT_CODES_HELP, EXIT_USAGE, InvalidInput
@@ -146,6 +146,7 @@ app.command(
     short_help="Run the job API locally (the same app Modal hosts).",
     rich_help_panel="Operations",
 )(serve.serve_command)
+app.add_typer(jobs.app, name="jobs", rich_help_panel="Operations")
 app.add_typer(transcribe.models_app, name="models", rich_help_panel="Operations")
 app.add_typer(config_cmd.app, name="config", rich_help_panel="Operations")
 
