@@ -39,6 +39,7 @@ class Services:
     image_provider: Callable[..., Any] = _default_provider_factory
     # httpx transport for the HTTP backend and downloads (httpx.MockTransport in tests)
     transport: httpx.BaseTransport | None = None
+    http_timeout: float = 60.0  # seconds a job API request may take (polls add their wait)
     sleep: Callable[[float], None] = time.sleep  # retry backoff waits with this
     clock: Callable[[], float] = time.time  # wall clock (breaker, ledger)
     environ: dict[str, str] | None = None  # None: os.environ

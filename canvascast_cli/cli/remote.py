@@ -60,12 +60,14 @@ def make_dispatcher(application: Application, choice: Choice, config: Config, *,
     services = application.services
     return Dispatcher(
         settings=config.settings, choice=choice, remote_only=remote_only,
-        make_backend=lambda name: make_backend(application, name, config),
+        make_backend=lambda name, attempts: make_backend(application, name, config,
+                                                         attempts=attempts),
         stages=stages if stages is not None else _NoStages(),
         note=application.out.note, sleep=services.sleep, clock=services.clock)
 
 
-def make_backend(application: Application, name: str, config: Config) -> Backend:
+def make_backend(application: Application, name: str, config: Config, *,
+                 attempts: int = 3) -> Backend:
     environ = _environ(application)
     services = application.services
     if name == "http":
@@ -81,8 +83,8 @@ def make_backend(application: Application, name: str, config: Config) -> Backend
             raise AuthFailed(f"the http backend needs {env.MODAL_TOKEN} (the job API's "
                              "bearer token)")
         return HttpBackend(endpoint, token, transport=services.transport,
-                           retry=RetryPolicy(attempts=3, sleep=services.sleep),
-                           clock=services.clock)
+                           retry=RetryPolicy(attempts=attempts, sleep=services.sleep),
+                           timeout=services.http_timeout, clock=services.clock)
     if name == "modal":
         from canvascast_cli.dispatch.modal_backend import ModalBackend
 

@@ -149,8 +149,7 @@ def _render(
         cost_line = (f"Cost: $0 locally; the same run on Modal ({fn.cpu or 0.125:g} CPU, "
                      f"{fn.memory or 128} MiB) would cost about ${would_cost:.4f}")
     else:
-        cost = {"estimate_usd": outcome.estimate.usd if outcome.estimate else None,
-                "usd": outcome.actual_usd, "billed_seconds": outcome.billed_seconds}
+        cost = outcome.to_dict()["cost"]
         cost_line = (f"Cost on {outcome.backend}: about ${outcome.actual_usd or 0:.4f} "
                      f"({outcome.billed_seconds or 0:.1f} s billed)")
     payload = {**result.to_dict(), **outcome.to_dict(), "preset": preset, "crf": crf,

@@ -8,10 +8,13 @@
 3. remote: the breaker for ``<backend>:<function>`` must let the call through (else
    CIRCUIT_OPEN); the job's input blobs the server lacks are uploaded (once: a re-render
    after a caption edit uploads nothing); then up to ``attempts`` (modal.toml, per
-   function) times: submit, long-poll until the job ends, and on a retryable failure
-   (TIMEOUT, CONTAINER_CRASH, RATE_LIMITED, SERVER_ERROR, CONNECTION_FAILED,
-   MODAL_UNAVAILABLE) wait (1 s x 2^n, ≤ 30 s, jitter, Retry-After honoured) and try
-   again. Each attempt is one ledger row and one breaker outcome;
+   function) times: submit, long-poll until the job ends, and when the job fails
+   retryably (TIMEOUT, CONTAINER_CRASH, RATE_LIMITED, SERVER_ERROR, CONNECTION_FAILED,
+   MODAL_UNAVAILABLE) wait (1 s x 2^n, up to 30 s, jitter, Retry-After honoured) and
+   submit it again. Each attempt is one ledger row and one breaker outcome. Each HTTP
+   request (an upload, the submit, a poll) is itself tried up to ``attempts`` times by the
+   same policy; a request that still fails ends the remote run (request retries are not
+   multiplied by job attempts);
 4. ``fetch(backend, status)`` downloads and verifies the artifacts (a sha256 mismatch is
    fetched once more, then fails with nothing written);
 5. when the remote side is unavailable (retries spent, circuit open, auth refused) the job
@@ -109,7 +112,11 @@ class Outcome(Generic[T]):
         if self.backend != "local":
             body.update(attempts=self.attempts, bytes_up=self.bytes_up,
                         bytes_down=self.bytes_down, cold_start=self.cold_start,
-                        billed_seconds=self.billed_seconds)
+                        billed_seconds=self.billed_seconds,
+                        cost={"estimate_usd": self.estimate.usd if self.estimate else None,
+                              "estimate_basis": self.estimate.basis if self.estimate else None,
+                              "usd": self.actual_usd,
+                              "billed_seconds": self.billed_seconds})
         return body
 
 
@@ -117,7 +124,7 @@ class Outcome(Generic[T]):
 class Dispatcher:
     settings: Settings
     choice: Choice
-    make_backend: Callable[[str], Backend]  # "http" | "modal" -> a Backend
+    make_backend: Callable[[str, int], Backend]  # ("http" | "modal", attempts) -> Backend
     remote_only: bool = False
     stages: Stages = field(default_factory=_Silent)
     note: Callable[[str], None] = lambda _m: None
@@ -175,10 +182,15 @@ class Dispatcher:
                   f"{'from your history' if estimate.basis == 'history' else 'a first guess'})")
         attempts = max(1, fn.attempts)
         policy = RetryPolicy(attempts=attempts, sleep=self.sleep)
-        backend = self.make_backend(name)
+        backend = self.make_backend(name, attempts)
         outcome: Outcome[T] | None = None
         try:
-            bytes_up = self._upload(backend, job, breaker)
+            began = self.clock()
+            try:
+                bytes_up = self._upload(backend, job, breaker)
+            except CanvasCastError as exc:  # the first attempt failed while uploading
+                self._record(ledger, job, 1, began, "failed", error=exc, estimate=estimate)
+                raise
             last: CanvasCastError | None = None
             for attempt in range(1, attempts + 1):
                 if attempt > 1 and last is not None:
@@ -189,13 +201,16 @@ class Dispatcher:
                 permit = breaker.acquire()
                 started = self.clock()
                 job_id: str | None = None
+                request_failed = False
                 try:
                     job_id, status = self._attempt(backend, job, fn.timeout * (fn.retries + 1))
                 except KeyboardInterrupt as stop:
                     breaker.record_failure(permit, stop)  # neutral: says nothing of it
                     raise
                 except CanvasCastError as exc:
-                    last = exc
+                    # A request that failed after its own retries: trying the whole job
+                    # again would multiply them, so this ends the remote run.
+                    last, request_failed = exc, True
                 else:
                     if status["state"] == "done":
                         breaker.record_success(permit)
@@ -219,7 +234,7 @@ class Dispatcher:
                 self._record(ledger, job, attempt, started,
                              "cancelled" if isinstance(last, Interrupted) else "failed",
                              error=last, estimate=estimate, job_id=job_id)
-                if not is_retryable(last):
+                if request_failed or not is_retryable(last):
                     raise last
             assert last is not None
             raise last
