@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import http.server
 import itertools
+import json
 import os
 import signal
 import subprocess
