@@ -533,3 +533,95 @@ def test_bad_input_never_retries_or_trips_the_breaker(cli, faulty: Faulty, servi
     assert services.sleeps == [] and faulty.count("POST", "/v1/jobs/") == 0
     ok = cli("--json", "render", tiny_timeline(media), "-o", "ok.mp4", "--remote")
     assert ok.exit_code == 0
+
+
+def test_a_remote_image_batch_out_of_gpu_memory_is_split(cli, faulty: Faulty, services  # type: ignore[no-untyped-def]
+                                                         ) -> None:
+    """A batch the remote GPU cannot hold fails GPU_OOM; the client splits it and submits
+    the halves (as it does locally), and every image arrives once."""
+    original = faulty.app.app
+    sizes: list[int] = []
+    oom_jobs: set[str] = set()
+
+    async def small_gpu(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        path = scope.get("path", "")
+        if scope["type"] == "http" and scope["method"] == "POST" and \
+                path == "/v1/jobs/generate_images":
+            chunks = []
+            while True:
+                message = await receive()
+                chunks.append(message.get("body", b""))
+                if not message.get("more_body"):
+                    break
+            body = b"".join(chunks)
+            count = len(json.loads(body)["requests"])
+            sizes.append(count)
+            if count > 1:  # this "GPU" fits one image at a time
+                job_id = f"job-oom-{len(sizes)}"
+                oom_jobs.add(job_id)
+                await _reply(send, 202, {"id": job_id, "function": "generate_images",
+                                         "state": "queued"})
+                return
+            replay = iter([{"type": "http.request", "body": body, "more_body": False}])
+
+            async def again() -> dict[str, Any]:
+                return next(replay)
+
+            await original(scope, again, send)
+            return
+        if scope["type"] == "http" and path.rsplit("/", 1)[-1] in oom_jobs:
+            await _reply(send, 200, {"id": path.rsplit("/", 1)[-1], "state": "failed",
+                                     "function": "generate_images", "progress": None,
+                                     "error": {"code": "GPU_OOM", "retryable": False,
+                                               "message": "CUDA out of memory"}})
+            return
+        await original(scope, receive, send)
+
+    faulty.app.app = small_gpu
+    try:
+        result = cli("--json", "images", "a", "b", "c", "--provider", "placeholder",
+                     "--batch-size", "3", "--size", "320x180", "--seed", "1", "-o", "out",
+                     "--remote")
+    finally:
+        faulty.app.app = original
+    assert result.exit_code == 0, result.stdout
+    assert sizes == [3, 2, 1, 1, 1]  # 3 -> (2 -> 1 + 1) + 1
+    assert [i["index"] for i in result.json()["images"]] == [0, 1, 2]
+
+
+async def _reply(send: Any, status: int, data: dict[str, Any]) -> None:
+    body = json.dumps({"success": True, "data": data, "error": None}).encode()
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json")]})
+    await send({"type": "http.response.body", "body": body})
+
+
+def test_local_never_touches_the_network(cli, media: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """--local with an endpoint and a token set: not one socket is opened."""
+    monkeypatch.setenv("MODAL_ENDPOINT", "http://127.0.0.1:9")
+    monkeypatch.setenv("MODAL_TOKEN", TOKEN)
+    attempts: list[Any] = []
+
+    def refuse(*args: Any, **kwargs: Any) -> Any:
+        attempts.append(args)
+        raise OSError("network use in a --local run")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    result = cli("--json", "render", tiny_timeline(media), "-o", "out.mp4", "--local")
+    assert result.exit_code == 0, result.stdout
+    assert result.json()["backend"] == "local" and attempts == []
+
+
+def test_retry_after_as_an_http_date() -> None:
+    from canvascast_cli.dispatch.retry import RetryPolicy, parse_retry_after
+    from canvascast_cli.errors import RateLimited, ServerError
+
+    now = 1_800_000_000.0
+    when = __import__("email.utils").utils.formatdate(now + 42, usegmt=True)
+    assert parse_retry_after(when, now=now) == pytest.approx(42, abs=1)
+    assert parse_retry_after("12", now=now) == 12
+    assert parse_retry_after("soon", now=now) is None
+    policy = RetryPolicy(attempts=5)
+    assert policy.delay(1, RateLimited("x", retry_after=600)) == 120  # capped
+    assert 30 <= policy.delay(10, ServerError("x")) <= 33  # backoff cap plus jitter
