@@ -36,5 +36,6 @@ MODAL_TOKEN_ID = "MODAL_TOKEN_ID"  # Modal SDK credentials (or the user's ~/.mod
 MODAL_TOKEN_SECRET = "MODAL_TOKEN_SECRET"
 MODAL_ENVIRONMENT = "MODAL_ENVIRONMENT"
 MODAL_CONFIG_PATH = "MODAL_CONFIG_PATH"  # where the Modal SDK keeps its profiles
+MODAL_ROLE = "CANVASCAST_MODAL_ROLE"  # set in each Modal image: which job it serves
 
 SECRETS = (MODAL_TOKEN, MODAL_TOKEN_SECRET, *GEMINI_KEYS)

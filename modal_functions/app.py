@@ -66,7 +66,7 @@ REPO = Path(__file__).resolve().parents[1]  # /root in a container
 CONFIG_FILE = REPO / "modal.toml"
 VOLUME_PATH = "/vol"  # where the blob Volume is mounted (BlobStore root)
 API_SECRET = "canvascast-api"  # a Modal Secret holding MODAL_TOKEN, the job API's bearer
-ROLE_ENV = "CANVASCAST_MODAL_ROLE"  # which function an image serves (see warm_container)
+ROLE_ENV = env.MODAL_ROLE  # which function an image serves (see warm_container)
 PROGRESS_INTERVAL = 2.0  # seconds between progress writes (the last one always goes)
 # Requests one web container serves at once: the job API mostly waits (long polls, blob
 # streams), so one container holds many; Modal adds containers beyond that. Kept under

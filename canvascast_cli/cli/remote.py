@@ -88,7 +88,10 @@ def make_backend(application: Application, name: str, config: Config, *,
     if name == "modal":
         from canvascast_cli.dispatch.modal_backend import ModalBackend
 
-        return ModalBackend.from_settings(config.settings)
+        from canvascast_cli.dispatch.retry import RetryPolicy
+
+        return ModalBackend.from_settings(
+            config.settings, retry=RetryPolicy(attempts=attempts, sleep=services.sleep))
     raise InvalidInput(f"--backend: {name!r}; allowed: auto, local, http, modal")
 
 
