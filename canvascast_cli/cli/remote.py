@@ -87,7 +87,6 @@ def make_backend(application: Application, name: str, config: Config, *,
                            timeout=services.http_timeout, clock=services.clock)
     if name == "modal":
         from canvascast_cli.dispatch.modal_backend import ModalBackend
-
         from canvascast_cli.dispatch.retry import RetryPolicy
 
         return ModalBackend.from_settings(
