@@ -15,9 +15,6 @@ from canvascast_cli.errors import InvalidInput, from_dict
 app = typer.Typer(help="Remote jobs by id: wait for one and fetch its result (after the "
                   "client that submitted it went away).", no_args_is_help=True)
 
-FINISHED = ("done", "failed", "cancelled")
-
-
 @app.command("wait")
 def wait(
     ctx: typer.Context,
@@ -35,19 +32,14 @@ def wait(
     with reporting(out):
         from canvascast_cli.atomic import check_destination, staged
         from canvascast_cli.cli.remote import make_backend, plan_backend, stages_for
+        from canvascast_cli.dispatch.dispatcher import wait_for
 
         choice, config = plan_backend(application, backend.value, local=False, remote=True)
         remote = make_backend(application, choice.name, config)
         try:
             with stages_for(application, "waiting", None, "") as stages:
-                status = remote.status(job_id, wait=0)
-                while status["state"] not in FINISHED:
-                    progress = status.get("progress") or {}
-                    stages.stage(status["state"], progress.get("total"),
-                                 progress.get("unit", ""))
-                    if progress:
-                        stages.update(progress.get("done", 0), progress.get("total"))
-                    status = remote.status(job_id, wait=20)
+                status = wait_for(remote, job_id, stages)
+                assert status is not None  # no limit: it returns only when the job ends
                 if status["state"] != "done":
                     raise from_dict(status.get("error") or {"code": "JOB_FAILED",
                                                             "message": status["state"]})

@@ -59,6 +59,7 @@ from canvascast_cli.errors import (
 
 T = TypeVar("T")
 POLL_WAIT = 20.0  # seconds one long-poll may wait on the server
+FINISHED = ("done", "failed", "cancelled")
 QUEUE_SLACK = 600.0  # seconds a job may wait for a container on top of its own timeout
 
 
@@ -281,29 +282,17 @@ class Dispatcher:
         job_id = backend.submit(job.function, job.payload)
         self.note(f"job {job_id} submitted to {self.choice.name} (if this client goes "
                   f"away: canvascast jobs wait {job_id} -o OUT)")
-        deadline = self.clock() + budget + QUEUE_SLACK
-        state = None
+        limit = budget + QUEUE_SLACK
         try:
-            while True:
-                status = backend.status(job_id, wait=POLL_WAIT)
-                if status["state"] != state:
-                    state = status["state"]
-                    if state in ("queued", "running"):
-                        progress = status.get("progress") or {}
-                        self.stages.stage(state, progress.get("total"),
-                                          progress.get("unit", ""))
-                progress = status.get("progress")
-                if progress and state == "running":
-                    self.stages.update(progress.get("done", 0), progress.get("total"))
-                if status["state"] in ("done", "failed", "cancelled"):
-                    return job_id, status
-                if self.clock() > deadline:
-                    self._cancel(backend, job_id)
-                    raise Timeout(f"job {job_id} did not finish within {budget + QUEUE_SLACK:.0f}"
-                                  " s (its timeout x attempts, plus queueing); cancelled")
+            status = wait_for(backend, job_id, self.stages, clock=self.clock, limit=limit)
         except KeyboardInterrupt:
             self._cancel(backend, job_id)
             raise
+        if status is None:
+            self._cancel(backend, job_id)
+            raise Timeout(f"job {job_id} did not finish within {limit:.0f} s (its timeout x "
+                          "attempts, plus queueing); cancelled")
+        return job_id, status
 
     def _cancel(self, backend: Backend, job_id: str) -> None:
         # Best effort: otherwise the job ends by its own timeout.
@@ -353,6 +342,28 @@ class Dispatcher:
                 units=job.units, unit=job.unit))
         except CanvasCastError:
             pass  # the ledger is a record, never a reason to fail the job
+
+
+def wait_for(backend: Backend, job_id: str, stages: Stages, *,
+             clock: Callable[[], float] = time.time, limit: float | None = None
+             ) -> dict[str, Any] | None:
+    """Long-poll job ``job_id`` until it ends (its final status), showing its state and
+    progress on ``stages``; None when ``limit`` seconds pass first."""
+    deadline = clock() + limit if limit is not None else None
+    state = None
+    while True:
+        status = backend.status(job_id, wait=POLL_WAIT)
+        progress = status.get("progress") or {}
+        if status["state"] != state:
+            state = status["state"]
+            if state in ("queued", "running"):
+                stages.stage(state, progress.get("total"), progress.get("unit", ""))
+        if progress and state == "running":
+            stages.update(progress.get("done", 0), progress.get("total"))
+        if state in FINISHED:
+            return status
+        if deadline is not None and clock() > deadline:
+            return None
 
 
 class _Counting:
