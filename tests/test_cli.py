@@ -16,7 +16,8 @@ from canvascast_cli.timeline import timeline_schema
 from tests.helpers import REPO, run_subprocess
 
 HEAVY = ("numpy", "cv2", "av", "PIL", "torch", "modal", "whisper", "faster_whisper",
-         "diffusers", "imageio_ffmpeg")
+         "diffusers", "imageio_ffmpeg", "pydantic", "httpx", "tenacity", "fastapi", "uvicorn",
+         "sqlite3")
 
 
 def test_cli_start_imports_nothing_heavy() -> None:

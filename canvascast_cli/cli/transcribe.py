@@ -21,7 +21,7 @@ from canvascast_cli.cli.options import (
     RemoteFlag,
 )
 from canvascast_cli.cli.output import reporting
-from canvascast_cli.engines.transcribe.align import SCRIPT_FAIL_SHARE, SCRIPT_WARN_SHARE
+from canvascast_cli.engines.transcribe import SCRIPT_FAIL_SHARE, SCRIPT_WARN_SHARE
 from canvascast_cli.errors import EXIT_CODES_HELP, InvalidInput
 
 if TYPE_CHECKING:

@@ -25,9 +25,7 @@ from dataclasses import dataclass
 from canvascast_cli.engines.transcribe.result import Alignment, Word
 
 SIMILAR = 0.72  # difflib ratio above which two different tokens count as the same word
-# A script that matches too little of the speech is almost always the wrong script.
-SCRIPT_WARN_SHARE = 0.8  # matched share below which the transcript carries a warning
-SCRIPT_FAIL_SHARE = 0.5  # below which the job fails (exit 2) unless allowed
+
 
 
 def normalise(token: str) -> str:

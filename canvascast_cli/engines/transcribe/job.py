@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from canvascast_cli.engines.transcribe.align import SCRIPT_FAIL_SHARE, SCRIPT_WARN_SHARE
+from canvascast_cli.engines.transcribe import SCRIPT_FAIL_SHARE, SCRIPT_WARN_SHARE
 from canvascast_cli.engines.transcribe.pipeline import (
     DEFAULT_ENGINE,
     DEFAULT_MODEL,
