@@ -11,7 +11,7 @@ import typer
 from canvascast_cli import env
 from canvascast_cli.cli.context import get_app
 from canvascast_cli.cli.output import reporting
-from canvascast_cli.errors import EXIT_CODES_HELP, InvalidInput
+from canvascast_cli.errors import EXIT_CODES_HELP, InvalidInput, JobFailed
 
 LOOPBACK = ("127.0.0.1", "::1", "localhost")
 SERVE_HELP = (
@@ -54,6 +54,7 @@ def serve_command(
         from canvascast_cli.server.blobs import BlobStore
         from canvascast_cli.server.runner import LocalRunner
 
+        _check_port(host, port)
         root = (store or cache_dir() / "server").expanduser().absolute()
         blobs = BlobStore(root)
         runner = LocalRunner(root, workers=workers)
@@ -63,6 +64,24 @@ def serve_command(
             server = uvicorn.Server(config)
             out.note(f"canvascast job API on http://{host}:{port} ({workers} worker"
                      f"{'s' if workers > 1 else ''}, blobs in {root}); Ctrl-C stops it")
-            server.run()
+            try:
+                server.run()
+            except SystemExit as exc:  # uvicorn exits on a startup failure it logged
+                raise JobFailed(f"the job API stopped at start-up (status {exc.code})"
+                                ) from None
         finally:
             runner.close()
+
+
+def _check_port(host: str, port: int) -> None:
+    """A taken port is the user's to fix (exit 2), said before anything starts."""
+    import socket
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise InvalidInput(f"--host {host} --port {port}: cannot listen there "
+                               f"({exc.strerror}); pick another --port") from None
