@@ -85,6 +85,11 @@ def choose(requested: str, environ: Mapping[str, str], endpoint: str | None) -> 
         return Choice("http", f"{env.MODAL_ENDPOINT} is set" if environ.get(env.MODAL_ENDPOINT)
                       else "modal.toml [app] endpoint is set")
     if modal_token_configured(environ):
-        return Choice("modal", "a Modal token is configured")
+        import importlib.util
+
+        if importlib.util.find_spec("modal") is not None:
+            return Choice("modal", "a Modal token is configured")
+        return Choice("local", "a Modal token is configured but Modal's SDK is not "
+                               "installed (pip install 'canvascast[modal]')")
     return Choice("local", f"no remote configured (set {env.MODAL_ENDPOINT} and "
                            f"{env.MODAL_TOKEN}, or a Modal token)")

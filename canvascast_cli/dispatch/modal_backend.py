@@ -81,7 +81,13 @@ class ModalBackend:
         self.environment = environment
         self.timeout = timeout
         self.retry = retry or RetryPolicy()
-        self._sdk = sdk if sdk is not None else importlib.import_module("modal")
+        if sdk is None:
+            try:
+                sdk = importlib.import_module("modal")
+            except ImportError:
+                raise InvalidInput("--backend modal needs Modal's SDK: pip install "
+                                   "'canvascast[modal]'") from None
+        self._sdk = sdk
         self._loop = asyncio.Runner()
         self._functions: dict[str, Any] = {}
         self._volume: Any = None
