@@ -125,7 +125,8 @@ def _render(
     spec, total = timeline.output, job.frames
     out.note(f"Rendering {timeline_path} -> {destination} ({spec.width}x{spec.height} @ "
              f"{spec.fps:g} fps, {total} frames, {total / spec.fps:.1f} s) on {choice.name}")
-    with stages_for(application, "render", total, "frames") as stages:
+    first = "render" if choice.name == "local" else "submitting"
+    with stages_for(application, first, total, "frames") as stages:
         if choice.name == "local":
             remote_job, fetch = RemoteJob("render_video", {}), None
         else:

@@ -111,7 +111,8 @@ def transcribe_command(
             raise InvalidInput(f"{audio}: " + ("is a folder, not a file" if audio.is_dir()
                                                else "file not found"))
         choice, config = plan_backend(application, backend.value, local=local, remote=remote)
-        with stages_for(application, "transcribe", None, "s") as stages:
+        first = "transcribe" if choice.name == "local" else "submitting"
+        with stages_for(application, first, None, "s") as stages:
             if choice.name == "local":
                 remote_job, fetch = RemoteJob("transcribe_audio", {}), None
             else:
