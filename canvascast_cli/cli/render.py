@@ -61,6 +61,11 @@ def render_command(
         "--ffmpeg", envvar=env.FFMPEG, show_envvar=True, metavar="PATH",
         help="ffmpeg binary with libx264 and libass. \\[default: imageio-ffmpeg's]")
     ] = None,
+    allow_missing_glyphs: Annotated[bool, typer.Option(
+        "--allow-missing-glyphs",
+        help="Render even if no font here has some caption characters (they show as empty "
+        "boxes; a warning, and --json's missing_glyphs, list them). Without it that is "
+        "an error (exit 2) before any work.")] = False,
     schema: Annotated[bool, typer.Option(
         "--schema", help="Print the timeline JSON Schema and exit.")] = False,
     json_output: JsonFlag = False,
@@ -78,7 +83,8 @@ def render_command(
         frame_range = parse_frames(frames) if frames else None
         _render(application, timeline, destination, local=local, remote=remote,
                 backend=backend.value, preset=preset,
-                crf=crf, overwrite=overwrite, frame_range=frame_range, ffmpeg=ffmpeg)
+                crf=crf, overwrite=overwrite, frame_range=frame_range, ffmpeg=ffmpeg,
+                allow_missing_glyphs=allow_missing_glyphs)
 
 
 def parse_frames(text: str) -> tuple[int, int]:
@@ -105,6 +111,7 @@ def _render(
     overwrite: bool,
     frame_range: tuple[int, int] | None,
     ffmpeg: str | None,
+    allow_missing_glyphs: bool = False,
 ) -> None:
     from canvascast_cli.cli.remote import make_dispatcher, plan_backend, stages_for
     from canvascast_cli.config import function_cost_per_second
@@ -120,7 +127,7 @@ def _render(
         timeline=timeline, base_dir=timeline_path.expanduser().absolute().parent,
         output=destination, overwrite=overwrite,
         options=RenderOptions(preset=preset, crf=crf, ffmpeg=ffmpeg, frame_range=frame_range),
-        limits=input_limits(config.settings))
+        limits=input_limits(config.settings), allow_missing_glyphs=allow_missing_glyphs)
     check_job(job)  # before the note: a bad -o or --frames never prints "Rendering"
     spec, total = timeline.output, job.frames
     out.note(f"Rendering {timeline_path} -> {destination} ({spec.width}x{spec.height} @ "
@@ -155,6 +162,8 @@ def _render(
                      f"({outcome.billed_seconds or 0:.1f} s billed)")
     payload = {**result.to_dict(), **outcome.to_dict(), "preset": preset, "crf": crf,
                "cost": cost}
+    for warning in result.warnings:
+        out.warn(warning)
     out.note(
         f"[green]Rendered[/green] {result.output}: {result.duration:.2f} s, {result.frames} "
         f"frames, {result.size_bytes / 1e6:.1f} MB in {result.render_seconds:.1f} s "

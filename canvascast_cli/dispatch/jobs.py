@@ -63,7 +63,8 @@ def render_remote(job: Any, stages: Any = None) -> tuple[RemoteJob, Fetch]:
     payload = {"timeline": rewrite_refs(timeline, mapping),
                "options": {"preset": options.preset, "crf": options.crf,
                            "frame_range": list(options.frame_range)
-                           if options.frame_range else None}}
+                           if options.frame_range else None,
+                           "allow_missing_glyphs": job.allow_missing_glyphs}}
     remote = RemoteJob("render_video", payload, uploads, units=float(job.frames),
                        unit="frames")
 

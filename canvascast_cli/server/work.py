@@ -77,6 +77,10 @@ def render_refs(timeline: Mapping[str, Any]) -> dict[str, str]:
         font = style.get("font") if isinstance(style, dict) else None
         if isinstance(font, str) and font.lower().endswith(FONT_SUFFIXES):
             refs["captions.style.font"] = font
+        elif isinstance(font, list):  # the font, then its fallbacks
+            for i, item in enumerate(font):
+                if isinstance(item, str) and item.lower().endswith(FONT_SUFFIXES):
+                    refs[f"captions.style.font[{i}]"] = item
     return refs
 
 
@@ -101,7 +105,9 @@ def rewrite_refs(timeline: dict[str, Any], mapping: Mapping[str, str]) -> dict[s
         if "transcript" in captions:
             captions["transcript"] = swap(captions["transcript"])
         style = captions.get("style")
-        if isinstance(style, dict) and "font" in style:
+        if isinstance(style, dict) and isinstance(style.get("font"), list):
+            style["font"] = [swap(item) for item in style["font"]]
+        elif isinstance(style, dict) and "font" in style:
             style["font"] = swap(style["font"])
     return out
 
@@ -165,6 +171,8 @@ def _render_options(payload: Mapping[str, Any]) -> Any:
     preset = options.get("preset", "veryfast")
     crf = options.get("crf", 20)
     frames = options.get("frame_range")
+    if not isinstance(options.get("allow_missing_glyphs", False), bool):
+        raise InvalidInput("options.allow_missing_glyphs: true or false")
     if preset not in X264_PRESETS:
         raise InvalidInput(f"options.preset: {preset!r}; allowed: {', '.join(X264_PRESETS)}")
     if not isinstance(crf, int) or isinstance(crf, bool) or not 0 <= crf <= 51:
@@ -292,7 +300,9 @@ def _render(payload: dict[str, Any], store: BlobStore, work: Path,
     timeline = parse_timeline(rewrite_refs(payload["timeline"], mapping), source="timeline")
     options = _render_options(payload)
     output = work / "video.mp4"
-    job = RenderJob(timeline=timeline, base_dir=work, output=output, options=options)
+    allow = (payload.get("options") or {}).get("allow_missing_glyphs") is True
+    job = RenderJob(timeline=timeline, base_dir=work, output=output, options=options,
+                    allow_missing_glyphs=allow)
     report = (lambda done, total: progress(done, total, "frames")) if progress else None
     rendered = run_render(job, progress=report)
     sha, size = store.put_file(output)

@@ -8,12 +8,14 @@ spoken. Events never overlap in time, so libass never stacks a line on top of it
 
 Caption text is escaped (``escape_ass_text``) so that braces, backslashes, commas, quotes,
 newlines and any Unicode show as written and cannot open an override block or a line break.
+Characters the caption font lacks are switched to the font chosen for them (``\\fn`` tags,
+see ``glyphs``): libass would otherwise pick a fallback of its own, or draw a box.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from canvascast_cli.timeline import CaptionStyle, Word
@@ -118,10 +120,24 @@ def _override(color: str) -> str:
     return f"{{\\1c&H{color[4:]}&\\1a&H{color[2:4]}&}}"
 
 
-def _line_text(seg: Segment, highlight: str, base: str) -> str:
+FontRuns = Callable[[str], Sequence[tuple["str | None", str]]]
+
+
+def _line_text(seg: Segment, highlight: str, base: str, font_runs: FontRuns | None,
+               font_family: str) -> str:
     parts = []
+    current = font_family
     for i, text in enumerate(seg.words):
-        escaped = escape_ass_text(text)
+        if font_runs is None:
+            escaped = escape_ass_text(text)
+        else:
+            pieces = []
+            for name, piece in font_runs(text):
+                if name is not None and name != current:
+                    pieces.append(f"{{\\fn{name}}}")
+                    current = name
+                pieces.append(escape_ass_text(piece))
+            escaped = "".join(pieces)
         if i == seg.lit:
             escaped = f"{_override(highlight)}{escaped}{_override(base)}"
         parts.append(escaped)
@@ -136,8 +152,14 @@ def build_ass(
     height: int,
     font_family: str,
     time_offset: float = 0.0,
+    font_runs: FontRuns | None = None,
 ) -> str:
-    """The whole ASS script. ``time_offset`` is subtracted from every time (frame ranges)."""
+    """The whole ASS script. ``time_offset`` is subtracted from every time (frame ranges).
+
+    ``font_runs(word)`` cuts a word into (font name, text) runs where characters need
+    another font than the style's (``glyphs.FontPlan.runs``; a name of None keeps the
+    current font); each switch is written as ``{\\fn<name>}``.
+    """
     size = style.size or max(8, round(height * 0.06))
     outline = style.outline if style.outline is not None else max(1.0, size / 12)
     margin = style.margin if style.margin is not None else round(height * 0.07)
@@ -161,7 +183,11 @@ def build_ass(
         "BorderStyle, Outline, Shadow, Alignment, MarginL, MarginR, MarginV, Encoding",
         f"Style: Caption,{font_family},{size},{primary},{primary},{outline_color},&H80000000,"
         f"{-1 if style.bold else 0},0,0,0,100,100,0,0,1,{outline:g},0,{alignment},"
-        f"{side_margin},{side_margin},{margin},1",
+        # Encoding -1: libass finds each line's base direction from its text. With 1
+        # (left to right) it lays out right-to-left words wrongly as soon as override
+        # tags (the highlight) cut the line into runs, and the words move as the
+        # highlight does.
+        f"{side_margin},{side_margin},{margin},-1",
         "",
         "[Events]",
         "Format: Layer, Start, End, Style, Name, MarginL, MarginR, MarginV, Effect, Text",
@@ -174,6 +200,6 @@ def build_ass(
         a, b = ass_time(max(0.0, start)), ass_time(end)
         if a == b:
             continue  # shorter than the centisecond ASS can express
-        text = _line_text(seg, highlight, primary)
+        text = _line_text(seg, highlight, primary, font_runs, font_family)
         events.append(f"Dialogue: 0,{a},{b},Caption,,0,0,0,,{text}")
     return "\n".join(header + events) + "\n"

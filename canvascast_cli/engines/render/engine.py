@@ -32,7 +32,7 @@ from canvascast_cli.engines.render.captions import build_ass
 from canvascast_cli.engines.render.compose import Compositor
 from canvascast_cli.engines.render.ffmpeg import FFmpegProcess, FrameWriter, T, ffmpeg_exe
 from canvascast_cli.engines.render.frames import FrameBuffer
-from canvascast_cli.engines.render.inputs import font_file
+from canvascast_cli.engines.render.glyphs import FontPlan, missing_warning, plan_fonts
 from canvascast_cli.engines.render.presets import DEFAULT_CRF, DEFAULT_PRESET, X264_PRESETS
 from canvascast_cli.errors import FFmpegError, Interrupted, InvalidInput
 from canvascast_cli.signals import signal_number
@@ -65,6 +65,9 @@ class RenderResult:
     sha256: str
     render_seconds: float
     speed: float  # seconds of video per second of rendering ("x realtime")
+    # Allowed caption characters no font has ({"codepoint", "char", "words"}), and notes.
+    missing_glyphs: tuple[dict[str, object], ...] = ()
+    warnings: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -107,6 +110,10 @@ def render(
 
     fps = resolved.output.fps
     frames = end - start
+    plan = resolved.fonts
+    warnings: tuple[str, ...] = ()
+    if plan is not None:
+        warnings = plan.warnings + ((missing_warning(plan),) if plan.missing else ())
     return RenderResult(
         output=str(output),
         duration=round(frames / fps, 6),
@@ -118,6 +125,8 @@ def render(
         sha256=digest,
         render_seconds=round(elapsed, 3),
         speed=round(frames / fps / elapsed, 3) if elapsed > 0 else 0.0,
+        missing_glyphs=tuple(g.to_dict() for g in plan.missing) if plan else (),
+        warnings=warnings,
     )
 
 
@@ -177,12 +186,15 @@ def _encode(
     out = resolved.output
     captions_file = fonts_dir = None
     if resolved.words:
+        style = resolved.timeline.captions.style  # type: ignore[union-attr]
+        plan = resolved.fonts or plan_fonts([w.word for w in resolved.words], style.fonts,
+                                            resolved.base_dir, bold=style.bold)[0]
         fonts = work / "fonts"
         fonts.mkdir()
-        family = _install_font(resolved, fonts)
-        ass = build_ass(resolved.words, resolved.timeline.captions.style,  # type: ignore[union-attr]
-                        width=out.width, height=out.height, font_family=family,
-                        time_offset=start / out.fps)
+        _install_fonts(plan, fonts)
+        ass = build_ass(resolved.words, style, width=out.width, height=out.height,
+                        font_family=plan.primary_name, time_offset=start / out.fps,
+                        font_runs=plan.runs)
         (work / "captions.ass").write_text(ass, encoding="utf-8")
         captions_file, fonts_dir = "captions.ass", "fonts"
 
@@ -322,22 +334,26 @@ class _FramePipeline:
         return False
 
 
-def _install_font(resolved: ResolvedTimeline, fonts: Path) -> str:
-    """Put the caption font where libass looks (``fontsdir``); return its family name.
+def _install_fonts(plan: FontPlan, fonts: Path) -> None:
+    """Put every face the captions use where libass looks (``fontsdir``).
 
-    The font was checked when the timeline was resolved (``inputs.check_font``).
+    The ASS script names each face (``FontPlan.runs``), so libass draws the faces that
+    were checked, not fallbacks its own fontconfig would pick. The bundled fonts are
+    copied; other files are linked (a CJK font is 20 MB), or copied where links fail.
     """
-    from PIL import ImageFont
-
-    font = resolved.timeline.captions.style.font  # type: ignore[union-attr]
-    path = font_file(font, resolved.base_dir)
-    if path is None:
-        for bundled in BUNDLED_FONT_DIR.glob("*.ttf"):
-            shutil.copy(bundled, fonts / bundled.name)
-        return font
-    shutil.copy(path, fonts / path.name)
-    family = ImageFont.truetype(str(path), 12).getname()[0] or path.stem
-    return family.replace(",", " ")
+    for bundled in BUNDLED_FONT_DIR.glob("*.ttf"):
+        shutil.copy(bundled, fonts / bundled.name)
+    installed = {str(p.resolve()) for p in BUNDLED_FONT_DIR.glob("*.ttf")}
+    for n, face in enumerate(plan.faces):
+        source = face.path.resolve()
+        if str(source) in installed:
+            continue
+        installed.add(str(source))
+        target = fonts / f"{n:02d}-{source.name}"
+        try:
+            os.symlink(source, target)
+        except OSError:
+            shutil.copy(source, target)
 
 
 def _sha256(path: Path) -> tuple[str, int]:

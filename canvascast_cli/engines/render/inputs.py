@@ -5,7 +5,8 @@ truncated JPEG passes ``verify()`` but not ``load()``) and its problems are repo
 every scene that uses it. http(s) images are downloaded to a temporary file in the cache,
 decoded, and only then published there, within ``InputLimits`` (a total deadline, a
 per-read timeout, a size cap). Audio files are opened with PyAV and must hold an audio
-stream; caption words must fall inside the video.
+stream; caption words must fall inside the video, and every character of them must be in
+a font the render will give libass (``glyphs``).
 
 Ctrl-C: the checks run on a few daemon worker threads while the main thread waits in
 short slices, so a KeyboardInterrupt (or the CLI's SIGTERM subclass of it) propagates at
@@ -28,6 +29,12 @@ from typing import TYPE_CHECKING, TypeVar
 from urllib.parse import urlparse
 
 from canvascast_cli.atomic import staged
+from canvascast_cli.engines.render.glyphs import (
+    FONT_SUFFIXES,
+    FontPlan,
+    missing_problems,
+    plan_fonts,
+)
 from canvascast_cli.errors import (
     CanvasCastError,
     ConnectionFailed,
@@ -39,7 +46,13 @@ from canvascast_cli.errors import (
     from_os_error,
 )
 from canvascast_cli.paths import cache_dir
-from canvascast_cli.timeline import ResolvedTimeline, Timeline, Word, read_words_file
+from canvascast_cli.timeline import (
+    CaptionStyle,
+    ResolvedTimeline,
+    Timeline,
+    Word,
+    read_words_file,
+)
 
 if TYPE_CHECKING:
     import httpx
@@ -78,6 +91,7 @@ def resolve_timeline(
     limits: InputLimits = InputLimits(),
     transport: httpx.BaseTransport | None = None,
     check_image: ImageCheck | None = None,
+    allow_missing_glyphs: bool = False,
 ) -> ResolvedTimeline:
     """Check every input of ``timeline``; relative paths are read from ``base_dir``.
 
@@ -86,7 +100,9 @@ def resolve_timeline(
     is raised as its own (retryable) class: ``Timeout``, ``ConnectionFailed``,
     ``ServerError``, ``RateLimited``. ``transport`` is handed to the ``httpx.Client`` that
     downloads; ``check_image(path)`` says what is wrong with an image file, or None
-    (``image_problem`` by default), and is called once per distinct image.
+    (``image_problem`` by default), and is called once per distinct image. Caption
+    characters no font has are problems too, unless ``allow_missing_glyphs`` (then they
+    are listed in ``fonts.missing``; see ``glyphs``).
     """
     # Absolute, because ffmpeg runs in a private working directory.
     base_dir = base_dir.expanduser().absolute()
@@ -133,16 +149,18 @@ def resolve_timeline(
         music = _resolve_audio("music.path", timeline.music.path, base_dir, problems)
 
     words: list[Word] = []
+    fonts: FontPlan | None = None
     captions = timeline.captions
     if captions is not None:
+        raw_words: list[Word] = []
+        field = "captions.words"
         try:
             if captions.transcript is not None:
                 path = _local_path(captions.transcript, base_dir)
-                raw_words = read_words_file(path, field="captions.transcript")
                 field = "captions.transcript words"
+                raw_words = read_words_file(path, field="captions.transcript")
             else:
                 raw_words = list(captions.words or [])
-                field = "captions.words"
             offset = captions.offset
             if offset is None:
                 offset = timeline.narration.start if timeline.narration else 0.0
@@ -150,9 +168,13 @@ def resolve_timeline(
             problems += word_problems
         except InvalidInput as exc:
             problems.append(str(exc))
-        font_problem = check_font(captions.style.font, base_dir)
-        if font_problem:
-            problems.append(font_problem)
+        # Every character against the style's fonts, the bundled one, installed ones.
+        texts = [w.word for w in raw_words]
+        fonts, font_problems = plan_fonts(texts, captions.style.fonts, base_dir,
+                                          bold=captions.style.bold)
+        problems += font_problems
+        if fonts.missing and not allow_missing_glyphs:
+            problems += missing_problems(fonts, texts, field)
 
     if problems:
         # The inputs must be fixed anyway; failed downloads are listed with them.
@@ -171,37 +193,20 @@ def resolve_timeline(
         music=music,
         words=words,
         base_dir=base_dir,
+        fonts=fonts,
     )
 
 
-FONT_SUFFIXES = (".ttf", ".otf", ".ttc")
-
-
 def font_file(font: str, base_dir: Path) -> Path | None:
-    """The font file a caption style names, or None when it names a family."""
+    """The font file one entry of a caption style's font list names, or None for a family."""
     if not font.lower().endswith(FONT_SUFFIXES):
         return None
     return _local_path(font, base_dir)
 
 
-def check_font(font: str, base_dir: Path) -> str | None:
-    """A problem with the caption font, or None."""
-    if "," in font or any(ord(c) < 32 for c in font):
-        return f"captions.style.font: {font!r} cannot contain commas or control characters"
-    path = font_file(font, base_dir)
-    if path is None:
-        return None
-    if path.is_dir():
-        return f"captions.style.font: {path} is a folder, not a font file"
-    if not path.is_file():
-        return f"captions.style.font: font file not found: {path}"
-    from PIL import ImageFont
-
-    try:
-        ImageFont.truetype(str(path), 12)
-    except OSError as exc:
-        return f"captions.style.font: {path} is not a font file ({exc})"
-    return None
+def font_files(style: CaptionStyle, base_dir: Path) -> list[Path]:
+    """Every font file a caption style names."""
+    return [p for p in (font_file(f, base_dir) for f in style.fonts) if p is not None]
 
 
 def _place_words(

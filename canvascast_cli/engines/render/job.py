@@ -15,7 +15,7 @@ from pathlib import Path
 from canvascast_cli.atomic import check_destination
 from canvascast_cli.config import Settings
 from canvascast_cli.engines.render.engine import RenderOptions, RenderResult, render
-from canvascast_cli.engines.render.inputs import InputLimits, font_file, resolve_timeline
+from canvascast_cli.engines.render.inputs import InputLimits, font_files, resolve_timeline
 from canvascast_cli.errors import InvalidInput
 from canvascast_cli.timeline import ResolvedTimeline, Timeline
 
@@ -31,6 +31,8 @@ class RenderJob:
     options: RenderOptions = field(default_factory=RenderOptions)
     overwrite: bool = False
     limits: InputLimits = field(default_factory=InputLimits)
+    # Render caption characters no font has (as boxes, with a warning) instead of failing.
+    allow_missing_glyphs: bool = False
 
     @property
     def frames(self) -> int:
@@ -60,7 +62,8 @@ def check_job(job: RenderJob) -> Path:
 
 def run_render(job: RenderJob, *, progress: Progress | None = None) -> RenderResult:
     output = check_job(job)
-    resolved = resolve_timeline(job.timeline, job.base_dir, limits=job.limits)
+    resolved = resolve_timeline(job.timeline, job.base_dir, limits=job.limits,
+                                allow_missing_glyphs=job.allow_missing_glyphs)
     refuse_overwriting_an_input(output, resolved)
     return render(resolved, output, options=job.options, overwrite=job.overwrite,
                   on_progress=progress)
@@ -73,7 +76,7 @@ def input_paths(resolved: ResolvedTimeline) -> list[Path]:
     if captions is not None:
         if captions.transcript is not None:
             paths.append(_local(captions.transcript, resolved.base_dir))
-        paths.append(font_file(captions.style.font, resolved.base_dir))
+        paths += font_files(captions.style, resolved.base_dir)
     return [p for p in paths if p is not None]
 
 
