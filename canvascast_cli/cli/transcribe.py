@@ -77,6 +77,10 @@ def transcribe_command(
         f"{SCRIPT_WARN_SHARE:.0%} either way).")] = False,
     beam_size: Annotated[int, typer.Option(
         min=1, max=20, help="Beam width (1 = greedy, fastest).")] = 5,
+    refine: Annotated[bool, typer.Option(
+        "--refine/--no-refine", help="Re-time the words against the audio with an "
+        "acoustic aligner (pocketsphinx; English); skipped with a note where it is not "
+        "available.")] = True,
     compute_type: Annotated[str | None, typer.Option(
         metavar="TYPE", help="int8, float16, float32... \\[default: int8 on CPU, float16 on "
         "GPU]")] = None,
@@ -106,7 +110,7 @@ def transcribe_command(
             audio=audio, engine=engine.value, model=model, language=language,
             beam_size=beam_size, offset=offset, compute_type=compute_type,
             script=tuple(read_script(script)) if script is not None else None,
-            allow_script_mismatch=allow_script_mismatch)
+            allow_script_mismatch=allow_script_mismatch, refine=refine)
         if not audio.is_file():
             raise InvalidInput(f"{audio}: " + ("is a folder, not a file" if audio.is_dir()
                                                else "file not found"))
@@ -133,6 +137,11 @@ def transcribe_command(
 
         for warning in transcript.warnings:
             out.warn(warning)
+        refinement = transcript.refinement
+        if refinement is not None and refinement.skipped is not None:
+            from rich.markup import escape
+
+            out.note(f"word timing refinement skipped: {escape(refinement.skipped)}")
         text = render_transcript(transcript, chosen)
         timing = transcript.extra.get("timing", {})
         summary = (f"{len(transcript.words)} words, {transcript.duration:.1f} s of audio, "
@@ -142,6 +151,8 @@ def transcribe_command(
             a = transcript.alignment
             summary += (f"; script: {a.matched}/{a.script_words} words matched, "
                         f"{a.interpolated} interpolated")
+        if refinement is not None and refinement.skipped is None:
+            summary += f"; {refinement.refined}/{len(refinement.kept)} word times refined"
         where = outcome.to_dict()
         if destination is None:
             if out.json:
@@ -162,6 +173,7 @@ def transcribe_command(
                   "duration": transcript.duration, "language": transcript.language,
                   "engine": transcript.engine, "model": transcript.model,
                   "alignment": transcript.alignment.to_dict() if transcript.alignment else None,
+                  "refinement": refinement.to_dict() if refinement else None,
                   "warnings": list(transcript.warnings), **timing, **where},
                  text=str(destination))
 

@@ -99,7 +99,7 @@ def transcribe_remote(job: Any) -> tuple[RemoteJob, Fetch]:
         "language": job.language, "beam_size": job.beam_size,
         "script": list(job.script) if job.script is not None else None,
         "offset": job.offset, "compute_type": job.compute_type,
-        "allow_script_mismatch": job.allow_script_mismatch}
+        "allow_script_mismatch": job.allow_script_mismatch, "refine": job.refine}
     remote = RemoteJob("transcribe_audio", payload, {sha: job.audio},
                        units=_audio_seconds(job.audio), unit="seconds")
 

@@ -190,7 +190,7 @@ def _transcribe_job(payload: Mapping[str, Any], audio: Path) -> Any:
     from canvascast_cli.engines.transcribe.job import TranscribeJob
 
     allowed = {"audio", "engine", "model", "language", "beam_size", "script", "offset",
-               "compute_type", "allow_script_mismatch"}
+               "compute_type", "allow_script_mismatch", "refine"}
     unknown = sorted(set(payload) - allowed)
     if unknown:
         raise InvalidInput(f"unknown field(s): {', '.join(unknown)}")
@@ -198,6 +198,8 @@ def _transcribe_job(payload: Mapping[str, Any], audio: Path) -> Any:
     if script is not None and not (isinstance(script, list)
                                    and all(isinstance(t, str) for t in script)):
         raise InvalidInput("script: a list of words")
+    if not isinstance(payload.get("refine", True), bool):
+        raise InvalidInput("refine: true or false")
     try:
         return TranscribeJob(
             audio=audio, engine=str(payload.get("engine", "faster-whisper")),
@@ -205,7 +207,8 @@ def _transcribe_job(payload: Mapping[str, Any], audio: Path) -> Any:
             beam_size=int(payload.get("beam_size", 5)), offset=float(payload.get("offset", 0)),
             script=tuple(script) if script else None,
             compute_type=payload.get("compute_type"),
-            allow_script_mismatch=bool(payload.get("allow_script_mismatch", False)))
+            allow_script_mismatch=bool(payload.get("allow_script_mismatch", False)),
+            refine=payload.get("refine", True))
     except (TypeError, ValueError) as exc:
         raise InvalidInput(f"transcribe_audio: {exc}") from None
 

@@ -1,10 +1,11 @@
 """One transcription job: the function every host runs (CLI, job server, Modal).
 
 ``run_transcribe(job)`` recognises the audio (chunk by chunk, see ``pipeline``), aligns
-the script when one is given, and judges the alignment: a script that matches too little
-of what was said is almost always the wrong script, so below ``SCRIPT_WARN_SHARE`` the
-transcript carries a warning and below ``SCRIPT_FAIL_SHARE`` the job fails (exit 2)
-unless ``allow_script_mismatch``.
+the script when one is given, re-times the words against the audio (``refine``: on by
+default, skipped with a note where no aligner is available), and judges the alignment: a
+script that matches too little of what was said is almost always the wrong script, so
+below ``SCRIPT_WARN_SHARE`` the transcript carries a warning and below
+``SCRIPT_FAIL_SHARE`` the job fails (exit 2) unless ``allow_script_mismatch``.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ class TranscribeJob:
     compute_type: str | None = None
     threads: int | None = None
     allow_script_mismatch: bool = False
+    refine: bool = True  # word timing refinement (refine.py), where available
 
     def __post_init__(self) -> None:
         if not 1 <= self.beam_size <= 20:
@@ -50,7 +52,8 @@ def run_transcribe(job: TranscribeJob, *, progress: Progress | None = None) -> T
     transcript = transcribe_file(
         job.audio, engine=job.engine, model=job.model, language=job.language,
         beam_size=job.beam_size, script=job.script, offset=job.offset,
-        compute_type=job.compute_type, threads=job.threads, progress=progress)
+        compute_type=job.compute_type, threads=job.threads, progress=progress,
+        refine=job.refine)
     return judge_alignment(transcript, allow_mismatch=job.allow_script_mismatch)
 
 

@@ -1,4 +1,5 @@
-"""Audio file -> Transcript: decode, resolve the model, recognise, align to a script.
+"""Audio file -> Transcript: decode, resolve the model, recognise, align to a script,
+refine word times.
 
 The same function runs locally and inside the Modal container. ``offset`` shifts every
 time, so a long recording split into pieces (each transcribed on its own container) joins
@@ -9,6 +10,11 @@ that keeps no samples, then decoded again and recognised chunk by chunk (about
 ``chunk_seconds`` each, cut in pauses; see ``audio.iter_chunks``) with the model loaded
 once. Only the current chunk's samples are held; segments and words are kept, moved onto
 the recording's clock.
+
+Word timing refinement (``refine``, see ``refine.py``) re-times each chunk's words with
+that chunk's samples, before they are released. With a script, the words to time are
+the script's, known only once every chunk is recognised: they are refined in a second
+pass over the file, chunk by chunk again, so memory stays flat either way.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from canvascast_cli.engines.transcribe.align import align_script, script_tokens
 from canvascast_cli.engines.transcribe.audio import (
@@ -27,8 +34,13 @@ from canvascast_cli.engines.transcribe.audio import (
 )
 from canvascast_cli.engines.transcribe.engines import create_engine
 from canvascast_cli.engines.transcribe.models import resolve_model
-from canvascast_cli.engines.transcribe.result import Segment, Transcript, Word
+from canvascast_cli.engines.transcribe.result import Refinement, Segment, Transcript, Word
 from canvascast_cli.errors import InvalidInput
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from canvascast_cli.engines.transcribe.refine import Refiner
 
 DEFAULT_ENGINE = "faster-whisper"
 DEFAULT_MODEL = "tiny.en"
@@ -61,11 +73,15 @@ def transcribe_file(
     progress: Callable[[float, float], None] | None = None,
     chunk_seconds: float = DEFAULT_CHUNK_SECONDS,
     search_seconds: float = DEFAULT_SEARCH_SECONDS,
+    refine: bool = False,
 ) -> Transcript:
     """Transcribe ``audio_path``; ``progress(seconds_done, seconds_total)`` as it goes.
 
     ``chunk_seconds``/``search_seconds``: how the recording is cut for recognition
     (``audio.iter_chunks``); the defaults keep peak memory flat at any length.
+    ``refine``: re-time the words against the audio (``refine.py``) where an aligner is
+    available for the language; the transcript's ``refinement`` says what it did, or
+    why it was skipped. Off here, on in ``TranscribeJob`` (what every host runs).
     """
     if beam_size < 1 or beam_size > 20:
         raise InvalidInput(f"--beam-size: {beam_size} is out of range; allowed: 1 to 20")
@@ -83,17 +99,30 @@ def transcribe_file(
     report(0.0)
     segments: list[Segment] = []
     spoken: str | None = None
+    refiner: Refiner | None = None
+    skipped: str | None = None
+    kept: list[str | None] = []
+    refining = 0.0  # seconds spent refining
     for chunk in iter_chunks(audio_path, chunk_seconds=chunk_seconds,
                              search_seconds=search_seconds):
         start, end = chunk.start, chunk.end
         pieces, detected = recogniser.transcribe(chunk.samples, language=language,
                                                  beam_size=beam_size,
                                                  progress=_after(start, report))
-        del chunk  # its samples go before the next chunk is decoded
         if spoken is None:
             # Like one call on the whole file: the language heard first holds throughout.
             spoken = detected
             language = language or detected
+            if refine:
+                began_refining = time.perf_counter()
+                refiner, skipped = _load_refiner(language)
+                refining += time.perf_counter() - began_refining
+        if refiner is not None and script is None:
+            began_refining = time.perf_counter()
+            pieces, reasons = _refine_pieces(refiner, chunk.samples, pieces)
+            kept += reasons
+            refining += time.perf_counter() - began_refining
+        del chunk  # its samples go before the next chunk is decoded
         segments += [_moved(piece, start, len(segments) + i) for i, piece in enumerate(pieces)]
         report(end)
     report(total)
@@ -103,15 +132,76 @@ def transcribe_file(
     if script is not None:
         aligned, alignment = align_script(script, words, total)
         words = tuple(aligned)
+        if refiner is not None:
+            words, kept = _refine_file(refiner, audio_path, words, total, chunk_seconds,
+                                       search_seconds)
+            refining += time.perf_counter() - finished
+    recognising = finished - loaded - (refining if script is None else 0.0)
+    refinement = None
+    if refine:
+        refinement = (Refinement(aligner=None, skipped=skipped) if refiner is None else
+                      Refinement(aligner=refiner.name, kept=tuple(kept)))
+    timing = {"load_seconds": round(loaded - began, 3),
+              "transcribe_seconds": round(recognising, 3),
+              "realtime_factor": round(total / recognising, 2) if recognising > 0 else None}
+    if refiner is not None:
+        timing["refine_seconds"] = round(refining, 3)
     transcript = Transcript(
         segments=tuple(segments), words=words, language=spoken or language or "en",
         duration=total, engine=ref.engine, model=ref.name, alignment=alignment,
-        extra={"timing": {"load_seconds": round(loaded - began, 3),
-                          "transcribe_seconds": round(finished - loaded, 3),
-                          "realtime_factor": round(total / (finished - loaded), 2)
-                          if finished > loaded else None}},
+        extra={"timing": timing}, refinement=refinement,
     )
     return transcript.shifted(offset)
+
+
+def _load_refiner(language: str | None) -> tuple[Refiner | None, str | None]:
+    """The aligner for ``language``, or why there is none (pocketsphinx not installed,
+    no model for the language): then refinement is skipped, not an error."""
+    from canvascast_cli.engines.transcribe import refine
+
+    reason = refine.unavailable(language)
+    if reason is not None:
+        return None, reason
+    return refine.get_refiner(), None
+
+
+def _refine_pieces(refiner: Refiner, samples: np.ndarray, pieces: list[Segment]
+                   ) -> tuple[list[Segment], list[str | None]]:
+    """One chunk's segments with their words re-timed against the chunk's samples."""
+    words, reasons = refiner.refine(samples, [w for p in pieces for w in p.words])
+    out = []
+    i = 0
+    for piece in pieces:
+        timed = tuple(words[i: i + len(piece.words)])
+        i += len(piece.words)
+        start = min([piece.start, *(w.start for w in timed)])
+        end = max([piece.end, *(w.end for w in timed)])
+        out.append(replace(piece, start=start, end=end, words=timed))
+    return out, reasons
+
+
+def _refine_file(refiner: Refiner, audio_path: Path, words: Sequence[Word], total: float,
+                 chunk_seconds: float, search_seconds: float
+                 ) -> tuple[tuple[Word, ...], list[str | None]]:
+    """``words`` (in time order) re-timed in a second pass over the file: each chunk's
+    samples time the words that start in it (the last chunk: all the rest), so only one
+    chunk is held at a time."""
+    out: list[Word] = []
+    kept: list[str | None] = []
+    first = 0
+    for chunk in iter_chunks(audio_path, chunk_seconds=chunk_seconds,
+                             search_seconds=search_seconds):
+        last = first
+        final = chunk.end >= total
+        while last < len(words) and (final or words[last].start < chunk.end):
+            last += 1
+        if last > first:
+            timed, reasons = refiner.refine(chunk.samples, words[first:last],
+                                            offset=chunk.start)
+            out += timed
+            kept += reasons
+        first = last
+    return tuple(out), kept
 
 
 def _after(start: float, report: Callable[[float], None]) -> Callable[[float], None]:
