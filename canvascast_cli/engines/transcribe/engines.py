@@ -20,6 +20,7 @@ from canvascast_cli.engines.transcribe.result import Segment, Word
 from canvascast_cli.errors import InvalidInput, JobFailed
 
 Progress = Callable[[float], None]  # seconds of audio done
+OnSegment = Callable[[Segment], None]  # each segment as soon as it is decoded
 
 COMPUTE_TYPES = ("int8", "int8_float16", "int8_float32", "float16", "float32")
 
@@ -29,8 +30,10 @@ class Engine(Protocol):
     model: ModelRef
 
     def transcribe(self, audio: np.ndarray, *, language: str | None, beam_size: int,
-                   progress: Progress | None = None) -> tuple[list[Segment], str]:
-        """Segments (with word timings) and the language spoken."""
+                   progress: Progress | None = None, on_segment: OnSegment | None = None
+                   ) -> tuple[list[Segment], str]:
+        """Segments (with word timings) and the language spoken; ``on_segment`` sees each
+        segment as it is decoded (word timing refinement starts on it meanwhile)."""
         ...
 
 
@@ -74,7 +77,8 @@ class FasterWhisperEngine:
             raise JobFailed(f"faster-whisper could not load {model.path}: {exc}") from None
 
     def transcribe(self, audio: np.ndarray, *, language: str | None, beam_size: int,
-                   progress: Progress | None = None) -> tuple[list[Segment], str]:
+                   progress: Progress | None = None, on_segment: OnSegment | None = None
+                   ) -> tuple[list[Segment], str]:
         try:
             pieces, info = self._model.transcribe(
                 audio, language=language, beam_size=beam_size, word_timestamps=True,
@@ -85,6 +89,8 @@ class FasterWhisperEngine:
                               for w in (piece.words or ()))
                 segments.append(Segment(i, float(piece.start), float(piece.end),
                                         piece.text.strip(), words))
+                if on_segment is not None:
+                    on_segment(segments[-1])
                 if progress is not None:
                     progress(float(piece.end))
         except (RuntimeError, ValueError) as exc:
@@ -117,7 +123,8 @@ class OpenAIWhisperEngine:
             raise JobFailed(f"openai-whisper could not load {model.path}: {exc}") from None
 
     def transcribe(self, audio: np.ndarray, *, language: str | None, beam_size: int,
-                   progress: Progress | None = None) -> tuple[list[Segment], str]:
+                   progress: Progress | None = None, on_segment: OnSegment | None = None
+                   ) -> tuple[list[Segment], str]:
         import whisper  # noqa: F401 - loads whisper.transcribe
 
         # The package re-exports a *function* named transcribe over the module's name.
@@ -145,6 +152,8 @@ class OpenAIWhisperEngine:
                           for w in seg.get("words", ()))
             segments.append(Segment(i, float(seg["start"]), float(seg["end"]),
                                     str(seg["text"]).strip(), words))
+            if on_segment is not None:  # all at the end: openai-whisper returns at once
+                on_segment(segments[-1])
         return segments, str(result.get("language") or language or "en")
 
 

@@ -12,9 +12,10 @@ once. Only the current chunk's samples are held; segments and words are kept, mo
 the recording's clock.
 
 Word timing refinement (``refine``, see ``refine.py``) re-times each chunk's words with
-that chunk's samples, before they are released. With a script, the words to time are
-the script's, known only once every chunk is recognised: they are refined in a second
-pass over the file, chunk by chunk again, so memory stays flat either way.
+that chunk's samples, before they are released: on a thread beside the recogniser, fed
+each segment as it is decoded. With a script, the words to time are the script's, known
+only once every chunk is recognised: they are refined in a second pass over the file,
+chunk by chunk again, so memory stays flat either way.
 """
 
 from __future__ import annotations
@@ -38,9 +39,7 @@ from canvascast_cli.engines.transcribe.result import Refinement, Segment, Transc
 from canvascast_cli.errors import InvalidInput
 
 if TYPE_CHECKING:
-    import numpy as np
-
-    from canvascast_cli.engines.transcribe.refine import Refiner
+    from canvascast_cli.engines.transcribe.refine import Refiner, Stream
 
 DEFAULT_ENGINE = "faster-whisper"
 DEFAULT_MODEL = "tiny.en"
@@ -102,27 +101,42 @@ def transcribe_file(
     refiner: Refiner | None = None
     skipped: str | None = None
     kept: list[str | None] = []
-    refining = 0.0  # seconds spent refining
+    refining = 0.0  # seconds the aligner worked (beside recognition, or after it)
+    waiting = 0.0  # seconds the pipeline waited for it: what it added to the wall time
+    known = language or ("en" if ref.name.endswith(".en") else None)
+    if refine and known is not None:  # else once the first chunk says what is spoken
+        began_refining = time.perf_counter()
+        refiner, skipped = _load_refiner(known)
+        waiting += time.perf_counter() - began_refining
     for chunk in iter_chunks(audio_path, chunk_seconds=chunk_seconds,
                              search_seconds=search_seconds):
         start, end = chunk.start, chunk.end
+        # Without a script the words to refine are the recognised ones: refined while
+        # the recogniser goes on (it leaves a core idle much of the time).
+        stream = refiner.stream(chunk.samples) if refiner and script is None else None
+        more = {"on_segment": _feeder(stream)} if stream else {}
         pieces, detected = recogniser.transcribe(chunk.samples, language=language,
                                                  beam_size=beam_size,
-                                                 progress=_after(start, report))
+                                                 progress=_after(start, report), **more)
         if spoken is None:
             # Like one call on the whole file: the language heard first holds throughout.
             spoken = detected
             language = language or detected
-            if refine:
+            if refine and refiner is None and skipped is None:
                 began_refining = time.perf_counter()
                 refiner, skipped = _load_refiner(language)
-                refining += time.perf_counter() - began_refining
+                waiting += time.perf_counter() - began_refining
         if refiner is not None and script is None:
             began_refining = time.perf_counter()
-            pieces, reasons = _refine_pieces(refiner, chunk.samples, pieces)
+            if stream is None:  # the first chunk of a language found only now
+                stream = refiner.stream(chunk.samples)
+                stream.add([w for piece in pieces for w in piece.words])
+            timed, reasons = stream.finish()
+            pieces = _with_words(pieces, timed)
             kept += reasons
-            refining += time.perf_counter() - began_refining
-        del chunk  # its samples go before the next chunk is decoded
+            refining += stream.seconds
+            waiting += time.perf_counter() - began_refining
+        del chunk, stream  # the samples go before the next chunk is decoded
         segments += [_moved(piece, start, len(segments) + i) for i, piece in enumerate(pieces)]
         report(end)
     report(total)
@@ -133,10 +147,10 @@ def transcribe_file(
         aligned, alignment = align_script(script, words, total)
         words = tuple(aligned)
         if refiner is not None:
-            words, kept = _refine_file(refiner, audio_path, words, total, chunk_seconds,
-                                       search_seconds)
-            refining += time.perf_counter() - finished
-    recognising = finished - loaded - (refining if script is None else 0.0)
+            words, kept, refining = _refine_file(refiner, audio_path, words, total,
+                                                 chunk_seconds, search_seconds)
+            waiting += time.perf_counter() - finished
+    recognising = finished - loaded - (0.0 if script is not None else waiting)
     refinement = None
     if refine:
         refinement = (Refinement(aligner=None, skipped=skipped) if refiner is None else
@@ -146,6 +160,7 @@ def transcribe_file(
               "realtime_factor": round(total / recognising, 2) if recognising > 0 else None}
     if refiner is not None:
         timing["refine_seconds"] = round(refining, 3)
+        timing["refine_wait_seconds"] = round(waiting, 3)
     transcript = Transcript(
         segments=tuple(segments), words=words, language=spoken or language or "en",
         duration=total, engine=ref.engine, model=ref.name, alignment=alignment,
@@ -165,10 +180,14 @@ def _load_refiner(language: str | None) -> tuple[Refiner | None, str | None]:
     return refine.get_refiner(), None
 
 
-def _refine_pieces(refiner: Refiner, samples: np.ndarray, pieces: list[Segment]
-                   ) -> tuple[list[Segment], list[str | None]]:
-    """One chunk's segments with their words re-timed against the chunk's samples."""
-    words, reasons = refiner.refine(samples, [w for p in pieces for w in p.words])
+def _feeder(stream: Stream) -> Callable[[Segment], None]:
+    """Hands each decoded segment's words to the refinement stream."""
+    return lambda piece: stream.add(piece.words)
+
+
+def _with_words(pieces: list[Segment], words: list[Word]) -> list[Segment]:
+    """The segments with their words replaced, in order (each segment's span still holds
+    its words)."""
     out = []
     i = 0
     for piece in pieces:
@@ -177,17 +196,18 @@ def _refine_pieces(refiner: Refiner, samples: np.ndarray, pieces: list[Segment]
         start = min([piece.start, *(w.start for w in timed)])
         end = max([piece.end, *(w.end for w in timed)])
         out.append(replace(piece, start=start, end=end, words=timed))
-    return out, reasons
+    return out
 
 
 def _refine_file(refiner: Refiner, audio_path: Path, words: Sequence[Word], total: float,
                  chunk_seconds: float, search_seconds: float
-                 ) -> tuple[tuple[Word, ...], list[str | None]]:
+                 ) -> tuple[tuple[Word, ...], list[str | None], float]:
     """``words`` (in time order) re-timed in a second pass over the file: each chunk's
     samples time the words that start in it (the last chunk: all the rest), so only one
-    chunk is held at a time."""
+    chunk is held at a time. Also the seconds the aligner worked."""
     out: list[Word] = []
     kept: list[str | None] = []
+    seconds = 0.0
     first = 0
     for chunk in iter_chunks(audio_path, chunk_seconds=chunk_seconds,
                              search_seconds=search_seconds):
@@ -196,12 +216,14 @@ def _refine_file(refiner: Refiner, audio_path: Path, words: Sequence[Word], tota
         while last < len(words) and (final or words[last].start < chunk.end):
             last += 1
         if last > first:
+            began = time.perf_counter()
             timed, reasons = refiner.refine(chunk.samples, words[first:last],
                                             offset=chunk.start)
+            seconds += time.perf_counter() - began
             out += timed
             kept += reasons
         first = last
-    return tuple(out), kept
+    return tuple(out), kept, seconds
 
 
 def _after(start: float, report: Callable[[float], None]) -> Callable[[float], None]:

@@ -5,7 +5,7 @@ average, and only about half of the boundaries fall within 0.1 s of the truth. A
 aligner knows the words and looks only for where each one's sounds are: pocketsphinx 5
 (its en-us acoustic model and CMUdict, shipped in the PyPI wheel, nothing downloaded).
 
-How (``Refiner.refine``), on one chunk's samples at a time:
+How (``Stream``), on one chunk's samples at a time:
 
 1. **Pronunciations.** Each word is looked up in CMUdict, as written and then in parts
    (possessive 's, hyphenated and run-together words: "CanvasCast" = "canvas" + "cast").
@@ -21,19 +21,25 @@ How (``Refiner.refine``), on one chunk's samples at a time:
    often: extra speech at a window's edges is what misleads a forced aligner.
 3. **Search.** A left-to-right grammar of the block's words with optional silences,
    Viterbi over all of it (beams wide open: the grammar is tiny, and narrow beams lost
-   the path on synthetic voices); 10 ms frames.
+   the path on synthetic voices); 10 ms frames; cepstral mean normalisation carried from
+   block to block (reset for each chunk), steadier than each short window's own mean.
 4. **Kept words.** A block that cannot be aligned keeps Whisper's times, as do the words
    above. Kept times are clamped between the refined neighbours, so words never overlap
    or change order and never end before they start.
 
-Only English has a model: other languages, or pocketsphinx missing, skip refinement
-(``unavailable`` says why). The decoder is loaded once per process (~0.15 s).
+A block is aligned as soon as the words after it are known, so without a script the
+recognised words are refined on a thread of their own while the recogniser decodes the
+rest (``Refiner.stream``, fed each segment as it is decoded). Only English has a model:
+other languages, or pocketsphinx missing, skip refinement (``unavailable`` says why).
+The decoder is loaded once per process (~0.15 s).
 """
 
 from __future__ import annotations
 
+import queue
 import re
 import threading
+import time
 import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -56,9 +62,11 @@ FRAME_SECONDS = 0.01  # pocketsphinx's frame rate is 100 per second
 # path costs little, and the default beams lost the true path on synthetic voices. No
 # language model (the words are known), no lattice rescoring, 16 kHz input.
 BEAM = 1e-300
+# Three Gaussians per codebook instead of four: 13 % less time, the same accuracy.
 DECODER_OPTIONS: dict[str, Any] = {
     "lm": None, "bestpath": False, "beam": BEAM, "wbeam": BEAM, "pbeam": BEAM,
-    "maxhmmpf": -1, "samprate": SAMPLE_RATE, "loglevel": "FATAL"}
+    "maxhmmpf": -1, "topn": 3, "samprate": SAMPLE_RATE, "loglevel": "FATAL"}
+PIECE_BYTES = 2 * 4800  # audio handed to the decoder per call: 0.3 s of 16-bit samples
 
 NOT_IN_DICTIONARY = "not in dictionary"
 NO_ALIGNMENT = "no alignment"
@@ -122,6 +130,7 @@ class Refiner:
         self.name = aligner_name()
         self.lock = threading.Lock()
         self._tokens: dict[str, _Token | None] = {}
+        self._cmn = self.decoder.get_cmn()  # the model's starting cepstral mean
 
     # -- public ---------------------------------------------------------------------------
 
@@ -131,52 +140,16 @@ class Refiner:
         seconds on the words' clock), and per word why its time was kept (None: refined).
         """
         with self.lock:
-            return self._refine(samples, list(words), offset)
+            stream = Stream(self, samples, offset)
+            stream.add(words)
+            return stream.finish()
+
+    def stream(self, samples: np.ndarray, *, offset: float = 0.0) -> Stream:
+        """A ``Stream`` over ``samples`` that refines in a background thread as words are
+        added (``refine`` is the same, all at once)."""
+        return Stream(self, samples, offset, background=True)
 
     # -- the work ---------------------------------------------------------------------------
-
-    def _refine(self, samples: np.ndarray, words: list[Word], offset: float
-                ) -> tuple[list[Word], list[str | None]]:
-        n = len(words)
-        duration = len(samples) / SAMPLE_RATE
-        # Recognised times on the samples' clock.
-        starts = [min(max(w.start - offset, 0.0), duration) for w in words]
-        ends = [min(max(w.end - offset, 0.0), duration) for w in words]
-        tokens = [self._token(w.word) for w in words]
-        spoken = [k for k in range(n) if tokens[k] is not None]
-        times: list[tuple[float, float] | None] = [None] * n
-        kept: list[str | None] = [NOT_SPOKEN if t is None else NO_ALIGNMENT for t in tokens]
-        cursor = 0.0
-        for b in range(0, len(spoken), BLOCK_WORDS):
-            block = spoken[b: b + BLOCK_WORDS]
-            context = spoken[b + BLOCK_WORDS: b + BLOCK_WORDS + CONTEXT_WORDS]
-            after = spoken[b + BLOCK_WORDS + CONTEXT_WORDS: b + BLOCK_WORDS + CONTEXT_WORDS + 1]
-            last = (context or block)[-1]
-            lo = max(cursor, starts[block[0]] - LEAD_SECONDS)
-            hi = ends[last] + TAIL_SECONDS
-            if after:
-                hi = max(min(hi, starts[after[0]]), ends[last])
-            hi = min(hi, duration)
-            if hi - lo < MIN_WORD_SECONDS * len(block + context):
-                # Squeezed times (a hallucinating recogniser, script words interpolated
-                # into a sliver): nothing unaligned lies between the cursor and the block.
-                lo = min(cursor, lo)
-            names = [tokens[k].name for k in block + context]  # type: ignore[union-attr]
-            found = self._align(samples, names, lo, hi)
-            if (found is not None and lo > cursor + EDGE_SECONDS
-                    and found[0][0] - lo < EDGE_SECONDS):
-                # The first word starts at the window's edge: the window cut into it (the
-                # recognised start was far too late). Again from the previous block's end.
-                found = self._align(samples, names, cursor, hi) or found
-            if found is None:
-                cursor = max(cursor, ends[block[-1]])
-                continue
-            for k, span in zip(block, found, strict=False):
-                times[k] = span
-                token = tokens[k]
-                kept[k] = None if token is not None and token.exact else NOT_IN_DICTIONARY
-            cursor = found[len(block) - 1][1]
-        return _assemble(words, starts, ends, times, kept, offset), kept
 
     def _align(self, samples: np.ndarray, names: list[str], lo: float, hi: float
                ) -> list[tuple[float, float]] | None:
@@ -189,7 +162,12 @@ class Refiner:
         try:
             decoder.set_align_text(" ".join(names))
             decoder.start_utt()
-            decoder.process_raw(pcm, full_utt=True)
+            # Live cepstral mean normalisation: carried from block to block (reset for
+            # each stream), it is a steadier estimate than a short window's own mean
+            # (start error 23 -> 15 ms on the tuning set). In pieces, so that the GIL is
+            # never held for long while a recogniser runs beside this.
+            for i in range(0, len(pcm), PIECE_BYTES):
+                decoder.process_raw(pcm[i: i + PIECE_BYTES], full_utt=False)
             decoder.end_utt()
             segments = list(decoder.seg() or ())
         except RuntimeError:
@@ -258,6 +236,132 @@ class Refiner:
             if first and second:
                 return f"{first} {second}"
         return None
+
+
+class Stream:
+    """Words in time order (a recogniser's segments as they come), refined block by block
+    as soon as the words after a block are known; ``finish`` refines the rest.
+
+    In the background (``Refiner.stream``) the work runs on a thread of its own, beside
+    the recogniser, which leaves a CPU core idle much of the time; the decoder is used
+    by that thread only, under the refiner's lock.
+    """
+
+    def __init__(self, refiner: Refiner, samples: np.ndarray, offset: float,
+                 background: bool = False) -> None:
+        self._refiner = refiner
+        self._samples = samples
+        self._offset = offset
+        self._duration = len(samples) / SAMPLE_RATE
+        self._words: list[Word] = []
+        self._starts: list[float] = []  # recognised times on the samples' clock
+        self._ends: list[float] = []
+        self._tokens: list[_Token | None] = []
+        self._spoken: list[int] = []  # indexes of the words with something to say
+        self._times: list[tuple[float, float] | None] = []
+        self._kept: list[str | None] = []
+        self._next = 0  # index in _spoken of the next block's first word
+        self._cursor = 0.0  # where the last aligned block's last word ended
+        self._started = False
+        self.seconds = 0.0  # spent aligning
+        self._queue: queue.SimpleQueue[list[Word] | None] | None = None
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+        if background:
+            self._queue = queue.SimpleQueue()
+            self._thread = threading.Thread(target=self._serve, name="canvascast-refine",
+                                            daemon=True)
+            self._thread.start()
+
+    def add(self, words: Sequence[Word]) -> None:
+        """More words, after those already added."""
+        if self._queue is not None:
+            self._queue.put(list(words))
+        else:
+            self._take(words)
+
+    def finish(self) -> tuple[list[Word], list[str | None]]:
+        """Every word, re-timed, and per word why its time was kept (None: refined)."""
+        if self._queue is not None and self._thread is not None:
+            self._queue.put(None)
+            self._thread.join()
+            if self._error is not None:
+                raise self._error
+        else:
+            self._run(final=True)
+        return (_assemble(self._words, self._starts, self._ends, self._times, self._kept,
+                          self._offset), list(self._kept))
+
+    def _serve(self) -> None:
+        assert self._queue is not None
+        try:
+            with self._refiner.lock:
+                while (words := self._queue.get()) is not None:
+                    self._take(words)
+                self._run(final=True)
+        except BaseException as exc:  # re-raised by finish(), in the caller's thread
+            self._error = exc
+            while self._queue.get() is not None:  # let finish() through
+                pass
+
+    def _take(self, words: Sequence[Word]) -> None:
+        for word in words:
+            k = len(self._words)
+            token = self._refiner._token(word.word)
+            self._words.append(word)
+            self._starts.append(min(max(word.start - self._offset, 0.0), self._duration))
+            self._ends.append(min(max(word.end - self._offset, 0.0), self._duration))
+            self._tokens.append(token)
+            self._times.append(None)
+            self._kept.append(NOT_SPOKEN if token is None else NO_ALIGNMENT)
+            if token is not None:
+                self._spoken.append(k)
+        self._run(final=False)
+
+    def _run(self, *, final: bool) -> None:
+        """Align every block whose context and following word are known (all, if final)."""
+        if not self._started:  # the same input gives the same times, whatever came before
+            self._refiner.decoder.set_cmn(self._refiner._cmn)
+            self._started = True
+        need = BLOCK_WORDS + CONTEXT_WORDS + 1
+        while self._next < len(self._spoken) and (
+                final or len(self._spoken) - self._next >= need):
+            began = time.perf_counter()
+            self._block(self._next)
+            self.seconds += time.perf_counter() - began
+            self._next += BLOCK_WORDS
+
+    def _block(self, b: int) -> None:
+        spoken, starts, ends = self._spoken, self._starts, self._ends
+        block = spoken[b: b + BLOCK_WORDS]
+        context = spoken[b + BLOCK_WORDS: b + BLOCK_WORDS + CONTEXT_WORDS]
+        after = spoken[b + BLOCK_WORDS + CONTEXT_WORDS: b + BLOCK_WORDS + CONTEXT_WORDS + 1]
+        last = (context or block)[-1]
+        cursor = self._cursor
+        lo = max(cursor, starts[block[0]] - LEAD_SECONDS)
+        hi = ends[last] + TAIL_SECONDS
+        if after:
+            hi = max(min(hi, starts[after[0]]), ends[last])
+        hi = min(hi, self._duration)
+        if hi - lo < MIN_WORD_SECONDS * len(block + context):
+            # Squeezed times (a hallucinating recogniser, script words interpolated into a
+            # sliver): nothing unaligned lies between the cursor and the block.
+            lo = min(cursor, lo)
+        names = [token.name for k in block + context if (token := self._tokens[k])]
+        align = self._refiner._align
+        found = align(self._samples, names, lo, hi)
+        if found is not None and lo > cursor + EDGE_SECONDS and found[0][0] - lo < EDGE_SECONDS:
+            # The first word starts at the window's edge: the window cut into it (the
+            # recognised start was far too late). Again from the previous block's end.
+            found = align(self._samples, names, cursor, hi) or found
+        if found is None:
+            self._cursor = max(cursor, ends[block[-1]])
+            return
+        for k, span in zip(block, found, strict=False):
+            self._times[k] = span
+            token = self._tokens[k]
+            self._kept[k] = None if token is not None and token.exact else NOT_IN_DICTIONARY
+        self._cursor = found[len(block) - 1][1]
 
 
 def spoken_parts(word: str) -> list[str]:
