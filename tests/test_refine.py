@@ -380,6 +380,26 @@ def test_cli_refines_by_default_and_not_with_no_refine(cli, fake) -> None:  # ty
     assert summary["refinement"]["refined"] == len(doc["words"])
 
 
+@needs_pocketsphinx
+def test_a_failed_recognition_frees_the_aligner(monkeypatch: pytest.MonkeyPatch) -> None:
+    from canvascast_cli.errors import JobFailed
+
+    class Failing(_Engine):
+        def transcribe(self, audio: np.ndarray, **kwargs: Any) -> tuple[list[Segment], str]:
+            super().transcribe(audio, **kwargs)  # its segments went to the aligner
+            raise JobFailed("faster-whisper failed: out of memory")
+
+    monkeypatch.setattr(pipeline, "resolve_model",
+                        lambda engine, model: ModelRef(engine, model, Path("fake"), "test"))
+    monkeypatch.setattr(pipeline, "create_engine", lambda ref, **_: Failing())
+    with pytest.raises(JobFailed):
+        pipeline.transcribe_file(clip("nyc")[0], refine=True)
+    cached = refine._cached  # the process's refiner, which the job used
+    assert cached is not None
+    assert cached.lock.acquire(blocking=False)  # not held by a stranded thread
+    cached.lock.release()
+
+
 def test_skipped_with_a_note_without_pocketsphinx(cli, fake, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     monkeypatch.setitem(sys.modules, "pocketsphinx", None)  # import fails
     result = cli("transcribe", clip("nyc")[0], "-o", "out.json")

@@ -115,9 +115,14 @@ def transcribe_file(
         # the recogniser goes on (it leaves a core idle much of the time).
         stream = refiner.stream(chunk.samples) if refiner and script is None else None
         more = {"on_segment": _feeder(stream)} if stream else {}
-        pieces, detected = recogniser.transcribe(chunk.samples, language=language,
-                                                 beam_size=beam_size,
-                                                 progress=_after(start, report), **more)
+        try:
+            pieces, detected = recogniser.transcribe(chunk.samples, language=language,
+                                                     beam_size=beam_size,
+                                                     progress=_after(start, report), **more)
+        except BaseException:
+            if stream is not None:
+                stream.close()  # its thread ends and the aligner is free again
+            raise
         if spoken is None:
             # Like one call on the whole file: the language heard first holds throughout.
             spoken = detected

@@ -263,6 +263,7 @@ class Stream:
         self._next = 0  # index in _spoken of the next block's first word
         self._cursor = 0.0  # where the last aligned block's last word ended
         self._started = False
+        self._closed = False
         self.seconds = 0.0  # spent aligning
         self._queue: queue.SimpleQueue[list[Word] | None] | None = None
         self._thread: threading.Thread | None = None
@@ -292,13 +293,23 @@ class Stream:
         return (_assemble(self._words, self._starts, self._ends, self._times, self._kept,
                           self._offset), list(self._kept))
 
+    def close(self) -> None:
+        """Stop without finishing (the recogniser failed): the thread ends, the refiner is
+        free for the next job. Harmless after ``finish``."""
+        self._closed = True
+        if self._queue is not None and self._thread is not None and self._thread.is_alive():
+            self._queue.put(None)
+            self._thread.join()
+
     def _serve(self) -> None:
         assert self._queue is not None
         try:
             with self._refiner.lock:
                 while (words := self._queue.get()) is not None:
-                    self._take(words)
-                self._run(final=True)
+                    if not self._closed:
+                        self._take(words)
+                if not self._closed:
+                    self._run(final=True)
         except BaseException as exc:  # re-raised by finish(), in the caller's thread
             self._error = exc
             while self._queue.get() is not None:  # let finish() through
