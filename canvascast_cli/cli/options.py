@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import enum
-from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -30,4 +29,3 @@ BackendOption = Annotated[BackendName, typer.Option(
     "--backend", envvar=env.BACKEND, show_envvar=True, case_sensitive=False,
     help="Where the job runs: auto (http when MODAL_ENDPOINT is set, modal when a Modal "
     "token is configured, else local), local, http (the job API), modal (Modal's SDK).")]
-OutputFile = Annotated[Path | None, typer.Option("--output", "-o", metavar="OUT")]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import enum
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -27,7 +26,6 @@ from canvascast_cli.errors import EXIT_CODES_HELP, InvalidInput
 if TYPE_CHECKING:
     from canvascast_cli.engines.transcribe.result import Transcript
 
-Progress = Callable[[float, float], None]
 
 
 

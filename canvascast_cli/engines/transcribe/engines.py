@@ -14,7 +14,6 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from canvascast_cli.engines.transcribe.audio import SAMPLE_RATE
 from canvascast_cli.engines.transcribe.models import ModelRef
 from canvascast_cli.engines.transcribe.result import Segment, Word
 from canvascast_cli.errors import InvalidInput, JobFailed
@@ -188,6 +187,3 @@ def _word(text: Any, start: Any, end: Any, probability: Any) -> Word:
     return Word(str(text).strip(), begin, max(begin, float(end)),
                 min(1.0, max(0.0, float(probability))))
 
-
-def duration_of(samples: np.ndarray) -> float:
-    return len(samples) / SAMPLE_RATE
