@@ -1,4 +1,4 @@
-"""What the caption glyph check costs (``engines/render/glyphs.py``), in milliseconds.
+"""What the caption glyph check costs (``engines/render/fonts/``), in milliseconds.
 
     python bench/glyphs_bench.py             # each case in a fresh process, 3 runs each
 
@@ -27,7 +27,9 @@ DEMO = REPO / "examples" / "demo"
 CHILD = r"""
 import json, random, sys, time
 t0 = time.perf_counter()
-from canvascast_cli.engines.render import glyphs
+from canvascast_cli.engines.render.fonts import discovery
+from canvascast_cli.engines.render.fonts.messages import missing_problems
+from canvascast_cli.engines.render.fonts.plan import plan_fonts
 case, demo = sys.argv[1], sys.argv[2]
 if case == "demo":
     texts = [w["word"] for w in json.load(open(demo + "/words.json"))["words"]]
@@ -42,10 +44,10 @@ else:
     else:  # "missing": a tenth have a private-use character no font has
         texts = [rng.choice(latin) + ("\ue000" if i % 10 == 0 else "") for i in range(10_000)]
     if case == "japanese-nofc":
-        glyphs.fc_match_exe = lambda: None
+        discovery.fc_match_exe = lambda: None
 t1 = time.perf_counter()
-plan, problems = glyphs.plan_fonts(texts, ["DejaVu Sans"], __import__("pathlib").Path("."))
-messages = glyphs.missing_problems(plan, texts, "captions.words") if plan.missing else []
+plan, problems = plan_fonts(texts, ["DejaVu Sans"], __import__("pathlib").Path("."))
+messages = missing_problems(plan, texts, "captions.words") if plan.missing else []
 for text in dict.fromkeys(texts):
     plan.runs(text)
 t2 = time.perf_counter()

@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -41,9 +41,6 @@ from pydantic_core import core_schema
 
 from canvascast_cli.errors import InvalidInput
 from canvascast_cli.words import Word
-
-if TYPE_CHECKING:
-    from canvascast_cli.engines.render.glyphs import FontPlan
 
 __all__ = ["Word"]  # re-exported: caption words are the one Word type
 
@@ -507,7 +504,6 @@ class ResolvedTimeline:
     music: Path | None
     words: list[Word]  # caption words in video time (offset applied), sorted
     base_dir: Path
-    fonts: FontPlan | None = None  # the face for each caption character (with captions)
 
     @property
     def output(self) -> OutputSpec:

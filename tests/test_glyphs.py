@@ -17,8 +17,11 @@ import numpy as np
 import pytest
 
 from canvascast_cli.assets import DEFAULT_FONT
-from canvascast_cli.engines.render import glyphs
 from canvascast_cli.engines.render.captions import build_ass
+from canvascast_cli.engines.render.fonts import discovery
+from canvascast_cli.engines.render.fonts.clusters import clusters, needs_glyph
+from canvascast_cli.engines.render.fonts.messages import missing_problems
+from canvascast_cli.engines.render.fonts.plan import plan_fonts
 from canvascast_cli.timeline import CaptionStyle, Word
 from tests.helpers import decode_frames, small_output, textured_image, write_timeline
 
@@ -108,8 +111,8 @@ def no_installed_fonts(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
     """This machine's fonts do not count: no fontconfig, empty font folders."""
     folder = tmp_path / "installed-fonts"
     folder.mkdir()
-    monkeypatch.setattr(glyphs, "fc_match_exe", lambda: None)
-    monkeypatch.setattr(glyphs, "font_dirs", lambda: [folder])
+    monkeypatch.setattr(discovery, "fc_match_exe", lambda: None)
+    monkeypatch.setattr(discovery, "font_dirs", lambda: [folder])
     return folder
 
 
@@ -240,19 +243,19 @@ def test_arabic_highlight_moves_right_to_left(cli, media: Path) -> None:  # type
 
 
 def test_clusters_and_characters_that_need_no_glyph() -> None:
-    assert glyphs.clusters("e\u0301x") == ["e\u0301", "x"]
-    assert glyphs.clusters("👍🏽!") == ["👍🏽", "!"]
-    assert glyphs.clusters("🇯🇵🇫🇷") == ["🇯🇵", "🇫🇷"]
-    assert glyphs.clusters("👨\u200d👩\u200d👧 a") == ["👨\u200d👩\u200d👧", " ", "a"]
-    assert glyphs.clusters("❤\ufe0f") == ["❤\ufe0f"]
+    assert clusters("e\u0301x") == ["e\u0301", "x"]
+    assert clusters("👍🏽!") == ["👍🏽", "!"]
+    assert clusters("🇯🇵🇫🇷") == ["🇯🇵", "🇫🇷"]
+    assert clusters("👨\u200d👩\u200d👧 a") == ["👨\u200d👩\u200d👧", " ", "a"]
+    assert clusters("❤\ufe0f") == ["❤\ufe0f"]
     for char in " \t\n\u00a0\u200b\u200d\u2060\u200f\ufe0f\x00":
-        assert not glyphs.needs_glyph(char), repr(char)
+        assert not needs_glyph(char), repr(char)
     for char in "a日\u0301🚀\ue000":
-        assert glyphs.needs_glyph(char), repr(char)
+        assert needs_glyph(char), repr(char)
 
 
 def test_plan_routes_each_character_to_the_first_font_that_has_it(made_fonts: Path) -> None:
-    plan, problems = glyphs.plan_fonts(
+    plan, problems = plan_fonts(
         ["Café", "日本", "مرحبا", "e\u0301", "a日b", "\\{x}"],
         ["latin.ttf", "glyphs.ttf"], made_fonts)
     assert problems == [] and plan.missing == ()
@@ -272,10 +275,10 @@ def test_plan_routes_each_character_to_the_first_font_that_has_it(made_fonts: Pa
 
 
 def test_a_family_name_is_kept_for_the_style_and_unknown_ones_warn(made_fonts: Path) -> None:
-    plan, problems = glyphs.plan_fonts(["Hi"], ["DejaVu Sans"], made_fonts)
+    plan, problems = plan_fonts(["Hi"], ["DejaVu Sans"], made_fonts)
     assert problems == [] and plan.warnings == () and plan.primary_name == "DejaVu Sans"
 
-    plan, problems = glyphs.plan_fonts(["Hi"], ["No Such Family", "latin.ttf"], made_fonts)
+    plan, problems = plan_fonts(["Hi"], ["No Such Family", "latin.ttf"], made_fonts)
     assert problems == [] and plan.primary_name == LATIN
     assert plan.warnings == ("captions.style.font[0]: no font family 'No Such Family' is "
                              "installed here; its place is taken by the next font (install "
@@ -284,7 +287,7 @@ def test_a_family_name_is_kept_for_the_style_and_unknown_ones_warn(made_fonts: P
 
 def test_font_entry_problems(made_fonts: Path) -> None:
     (made_fonts / "text.ttf").write_text("not a font")
-    _plan, problems = glyphs.plan_fonts(
+    _plan, problems = plan_fonts(
         ["日"], ["colour.ttf", "gone.otf", "text.ttf", "A, B", "fonts"], made_fonts)
     assert problems[0].startswith("captions.style.font[0]: ")
     assert "is a colour or bitmap font" in problems[0] and "fonts-symbola" in problems[0]
@@ -297,8 +300,8 @@ def test_font_entry_problems(made_fonts: Path) -> None:
 
 def test_many_words_are_summed_up(made_fonts: Path) -> None:
     texts = [f"日{i}" for i in range(30)] + ["ok"]
-    plan, _ = glyphs.plan_fonts(texts, ["latin.ttf"], made_fonts)
-    problems = glyphs.missing_problems(plan, texts, "captions.words")
+    plan, _ = plan_fonts(texts, ["latin.ttf"], made_fonts)
+    problems = missing_problems(plan, texts, "captions.words")
     assert problems[0] == "captions.words[0] ('日0'): no font here has U+65E5 日"
     assert len(problems) == 10 + 2
     assert problems[10] == ("captions.words: 20 more words have characters no font here "
@@ -314,7 +317,7 @@ def test_installed_fonts_from_folders_are_cached(made_fonts: Path, no_installed_
                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     shutil.copy(made_fonts / "glyphs.ttf", no_installed_fonts / "glyphs.ttf")
     shutil.copy(made_fonts / "colour.ttf", no_installed_fonts / "colour.ttf")
-    plan, _ = glyphs.plan_fonts(["日本"], ["DejaVu Sans"], made_fonts)
+    plan, _ = plan_fonts(["日本"], ["DejaVu Sans"], made_fonts)
     assert plan.missing == () and plan.runs("日本") == [(GLYPHS, "日本")]
     assert plan.faces[1].path == no_installed_fonts / "glyphs.ttf"
     assert plan.installed.source == "font folders"
@@ -323,13 +326,13 @@ def test_installed_fonts_from_folders_are_cached(made_fonts: Path, no_installed_
     def unread(path: Path, *, all_faces: bool) -> list[dict[str, Any]]:
         raise AssertionError(f"read {path} again")
 
-    monkeypatch.setattr(glyphs, "_read_records", unread)
-    again, _ = glyphs.plan_fonts(["日本"], ["DejaVu Sans"], made_fonts)
+    monkeypatch.setattr(discovery, "read_records", unread)
+    again, _ = plan_fonts(["日本"], ["DejaVu Sans"], made_fonts)
     assert again.runs("日本") == [(GLYPHS, "日本")]
     # ... until a font changes.
     shutil.copy(made_fonts / "latin.ttf", no_installed_fonts / "glyphs.ttf")
     with pytest.raises(AssertionError, match=r"read .*glyphs\.ttf again"):
-        glyphs.plan_fonts(["日本"], ["DejaVu Sans"], made_fonts)
+        plan_fonts(["日本"], ["DejaVu Sans"], made_fonts)
 
 
 def test_installed_fonts_from_fontconfig(made_fonts: Path, tmp_path: Path,
@@ -349,12 +352,12 @@ def test_installed_fonts_from_fontconfig(made_fonts: Path, tmp_path: Path,
     script.write_text("#!/bin/sh\n"  # shell builtins only: no PATH needed
                       f"while IFS= read -r line; do printf '%s\\n' \"$line\"; done < '{listing}'\n")
     script.chmod(script.stat().st_mode | stat.S_IXUSR)
-    monkeypatch.setattr(glyphs, "fc_match_exe", lambda: str(script))
+    monkeypatch.setattr(discovery, "fc_match_exe", lambda: str(script))
 
-    plan, problems = glyphs.plan_fonts(["日本"], ["DejaVu Sans"], made_fonts)
+    plan, problems = plan_fonts(["日本"], ["DejaVu Sans"], made_fonts)
     assert plan.installed.source == "fontconfig" and problems == []
     assert plan.runs("日本") == [(GLYPHS, "日本")] and plan.faces[1].path == box
-    named, _ = glyphs.plan_fonts(["日"], ["ccTEST other"], made_fonts)
+    named, _ = plan_fonts(["日"], ["ccTEST other"], made_fonts)
     assert named.primary_name == "ccTEST other" and named.faces[0].path == box
 
 

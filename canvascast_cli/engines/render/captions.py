@@ -9,7 +9,7 @@ spoken. Events never overlap in time, so libass never stacks a line on top of it
 Caption text is escaped (``escape_ass_text``) so that braces, backslashes, commas, quotes,
 newlines and any Unicode show as written and cannot open an override block or a line break.
 Characters the caption font lacks are switched to the font chosen for them (``\\fn`` tags,
-see ``glyphs``): libass would otherwise pick a fallback of its own, or draw a box.
+see the ``fonts`` package): libass would otherwise pick a fallback of its own, or draw a box.
 """
 
 from __future__ import annotations
@@ -157,7 +157,7 @@ def build_ass(
     """The whole ASS script. ``time_offset`` is subtracted from every time (frame ranges).
 
     ``font_runs(word)`` cuts a word into (font name, text) runs where characters need
-    another font than the style's (``glyphs.FontPlan.runs``; a name of None keeps the
+    another font than the style's (``fonts.plan.FontPlan.runs``; a name of None keeps the
     current font); each switch is written as ``{\\fn<name>}``.
     """
     size = style.size or max(8, round(height * 0.06))

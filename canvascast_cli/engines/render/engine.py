@@ -31,8 +31,10 @@ from canvascast_cli.engines.render.audio import build_audio_graph
 from canvascast_cli.engines.render.captions import build_ass
 from canvascast_cli.engines.render.compose import Compositor
 from canvascast_cli.engines.render.ffmpeg import FFmpegProcess, FrameWriter, T, ffmpeg_exe
+from canvascast_cli.engines.render.fonts.messages import missing_warning
+from canvascast_cli.engines.render.fonts.plan import FontPlan, plan_fonts
 from canvascast_cli.engines.render.frames import FrameBuffer
-from canvascast_cli.engines.render.glyphs import FontPlan, missing_warning, plan_fonts
+from canvascast_cli.engines.render.inputs import ResolvedInputs
 from canvascast_cli.engines.render.presets import DEFAULT_CRF, DEFAULT_PRESET, X264_PRESETS
 from canvascast_cli.errors import FFmpegError, Interrupted, InvalidInput
 from canvascast_cli.signals import signal_number
@@ -77,7 +79,7 @@ ProgressCallback = Callable[[int, int], None]  # (frames encoded, total frames)
 
 
 def render(
-    resolved: ResolvedTimeline,
+    resolved: ResolvedInputs,
     output: Path,
     *,
     options: RenderOptions = RenderOptions(),
@@ -175,7 +177,7 @@ def ffmpeg_command(
 
 
 def _encode(
-    resolved: ResolvedTimeline,
+    resolved: ResolvedInputs,
     destination: Path,
     work: Path,
     options: RenderOptions,

@@ -6,7 +6,7 @@ every scene that uses it. http(s) images are downloaded to a temporary file in t
 decoded, and only then published there, within ``InputLimits`` (a total deadline, a
 per-read timeout, a size cap). Audio files are opened with PyAV and must hold an audio
 stream; caption words must fall inside the video, and every character of them must be in
-a font the render will give libass (``glyphs``).
+a font the render will give libass (``fonts``).
 
 Ctrl-C: the checks run on a few daemon worker threads while the main thread waits in
 short slices, so a KeyboardInterrupt (or the CLI's SIGTERM subclass of it) propagates at
@@ -29,12 +29,9 @@ from typing import TYPE_CHECKING, TypeVar
 from urllib.parse import urlparse
 
 from canvascast_cli.atomic import staged
-from canvascast_cli.engines.render.glyphs import (
-    FONT_SUFFIXES,
-    FontPlan,
-    missing_problems,
-    plan_fonts,
-)
+from canvascast_cli.engines.render.fonts.faces import FONT_SUFFIXES
+from canvascast_cli.engines.render.fonts.messages import missing_problems
+from canvascast_cli.engines.render.fonts.plan import FontPlan, plan_fonts
 from canvascast_cli.errors import (
     CanvasCastError,
     ConnectionFailed,
@@ -69,6 +66,13 @@ ImageCheck = Callable[[Path], "str | None"]
 
 
 @dataclass(frozen=True)
+class ResolvedInputs(ResolvedTimeline):
+    """A resolved timeline with what the render worked out while resolving it."""
+
+    fonts: FontPlan | None = None  # the face for each caption character (with captions)
+
+
+@dataclass(frozen=True)
 class InputLimits:
     """Bounds on fetching a timeline's remote inputs."""
 
@@ -92,7 +96,7 @@ def resolve_timeline(
     transport: httpx.BaseTransport | None = None,
     check_image: ImageCheck | None = None,
     allow_missing_glyphs: bool = False,
-) -> ResolvedTimeline:
+) -> ResolvedInputs:
     """Check every input of ``timeline``; relative paths are read from ``base_dir``.
 
     Problems with the inputs are raised together as one ``InvalidInput``. When the inputs
@@ -102,7 +106,7 @@ def resolve_timeline(
     downloads; ``check_image(path)`` says what is wrong with an image file, or None
     (``image_problem`` by default), and is called once per distinct image. Caption
     characters no font has are problems too, unless ``allow_missing_glyphs`` (then they
-    are listed in ``fonts.missing``; see ``glyphs``).
+    are listed in ``fonts.missing``; see the ``fonts`` package).
     """
     # Absolute, because ffmpeg runs in a private working directory.
     base_dir = base_dir.expanduser().absolute()
@@ -186,7 +190,7 @@ def resolve_timeline(
         first = failures[0]
         first.details = [f.message for f in failures[1:]]
         raise first
-    return ResolvedTimeline(
+    return ResolvedInputs(
         timeline=timeline,
         images=images,
         narration=narration,
