@@ -69,6 +69,9 @@ class FunctionConfig(_Strict):
     cpu: float | None = Field(None, ge=0.125, le=64, description="CPU cores reserved.")
     memory: int | None = Field(None, ge=128, le=344064, description="Memory reserved, MiB.")
     timeout: int = Field(300, ge=10, le=86400, description="Seconds before an attempt is killed.")
+    startup_timeout: int | None = Field(
+        None, ge=10, le=86400, description="Seconds a container may take to start, model "
+        "loading included (Modal's default: timeout).")
     retries: int = Field(0, ge=0, le=10, description="Server-side retries per call (Modal).")
     attempts: int = Field(3, ge=1, le=10, description="Client attempts per job; a job runs "
                           "at most attempts x (retries + 1) times.")
@@ -102,9 +105,13 @@ class FunctionConfig(_Strict):
 
 
 class FunctionsConfig(_Strict):
-    # The seed's values: A10G for images and whisper, 4 CPU / 8 GiB for render.
+    # FLUX.1-schnell's bfloat16 weights (~31.5 GiB: transformer 22, T5 encoder 9) fit an
+    # L40S (48 GB) whole, not an A10G (24 GB); host memory for loading them (and for CPU
+    # offload on a smaller GPU); start-up loads them onto the GPU (docs/modal.md).
+    # Whisper on an A10G; render on 4 CPU / 8 GiB.
     generate_images: FunctionConfig = FunctionConfig(
-        gpu="A10G", timeout=300, retries=2, max_containers=10, scaledown_window=60, batch_size=5)
+        gpu="L40S", memory=40960, timeout=300, startup_timeout=600, retries=2,
+        max_containers=10, scaledown_window=60, batch_size=5)
     render_video: FunctionConfig = FunctionConfig(
         cpu=4.0, memory=8192, timeout=600, retries=1, max_containers=5, scaledown_window=120)
     transcribe_audio: FunctionConfig = FunctionConfig(

@@ -14,7 +14,9 @@ from tests.helpers import REPO
 def test_defaults_are_the_seed_values() -> None:
     s = load_config(search=False, env={}).settings
     f = s.functions
-    assert (f.generate_images.gpu, f.transcribe_audio.gpu) == ("A10G", "A10G")
+    # FLUX.1-schnell fits an L40S, not the seed's A10G (docs/modal.md).
+    assert (f.generate_images.gpu, f.transcribe_audio.gpu) == ("L40S", "A10G")
+    assert (f.generate_images.memory, f.generate_images.startup_timeout) == (40960, 600)
     assert (f.render_video.cpu, f.render_video.memory, f.render_video.gpu) == (4.0, 8192, None)
     assert [fn.timeout for fn in (f.generate_images, f.render_video, f.transcribe_audio)] == [
         300, 600, 180]

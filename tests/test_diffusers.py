@@ -157,10 +157,11 @@ def test_cli_writes_images_and_sidecars(cli, isolated_env: Path, tiny_pipeline: 
     doc = result.json()
     assert doc["provider"] == "diffusers" and doc["model"] == str(tiny_pipeline)
     assert doc["failed"] == 0 and doc["cost_usd"] == 0
-    # Billed by time: GPU seconds and what they would cost on Modal (an A10G by default).
+    # Billed by time: GPU seconds and what they would cost on Modal (by default an L40S,
+    # Modal's minimum 0.125 core and 40 GiB of memory).
     assert doc["generation_seconds"] > 0
     assert doc["modal_equivalent_usd"] == pytest.approx(
-        doc["generation_seconds"] * (0.000306 + 0.125 * 0.0000131 + 0.125 * 0.00000222),
+        doc["generation_seconds"] * (0.000542 + 0.125 * 0.0000131 + 40 * 0.00000222),
         rel=0.01)
     assert sorted(p.name for p in (isolated_env / "out").iterdir()) == [
         "001-a.json", "001-a.png", "002-b.json", "002-b.png"]
