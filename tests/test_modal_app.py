@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import hashlib
 import importlib
-import importlib.metadata
 import importlib.util
 import inspect
 import subprocess
@@ -215,20 +214,7 @@ def test_bake_modules_import_nothing_of_canvascast() -> None:
     assert out.stdout.strip() == "[]"
 
 
-def _pins() -> list[str]:
-    return [*modal_app.CORE, *modal_app.RENDER, *modal_app.TRANSCRIBE, *modal_app.IMAGES,
-            *modal_app.WEB, *modal_app.CUDA_LIBS]
-
-
-@pytest.mark.parametrize("pin", sorted(set(_pins())))
-def test_image_pins_are_the_tested_versions(pin: str) -> None:
-    name, _, version = pin.partition("==")
-    assert version, f"{pin} is not pinned"
-    try:
-        installed = importlib.metadata.version(name)
-    except importlib.metadata.PackageNotFoundError:
-        pytest.skip(f"{name} is not installed here (CUDA-only or image-only)")
-    assert installed.split("+")[0] == version
+# The images' packages, the lock and the settings they carry: test_modal_images.py.
 
 
 def test_web_validation_needs_only_the_web_image(tmp_path: Path) -> None:
