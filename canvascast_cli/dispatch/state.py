@@ -14,9 +14,19 @@ circuit-breaker state per key and the invocation ledger. Many CLI processes use 
 
 The schema is versioned with ``PRAGMA user_version`` and migrated when the file is opened.
 Migrations only ever add (tables, columns with defaults, indexes), so an older canvascast
-can keep using a file a newer one has migrated. A file that is not an SQLite database (or
-is corrupted) is reported as a ``JobFailed`` naming the file and what to do about it; every
-``sqlite3`` exception is translated here, so callers only ever see ``CanvasCastError``.
+can keep using a file a newer one has migrated.
+
+Every ``sqlite3`` exception is translated here, so callers only ever see
+``CanvasCastError``; two failures have classes of their own, because a caller can do
+something about them that it cannot about the others::
+
+    JobFailed
+    ├── StateBusy       another process held the lock past the wait (SQLITE_BUSY/LOCKED):
+    │                   retry later, or carry on without the write (the ledger warns)
+    └── StateUnusable   the file is not a database, is corrupted, or is another program's:
+                        run without the state (a local run), and say how to fix the file
+
+Each names the file and what to do about it.
 
 Only the standard library's ``sqlite3`` is used.
 """
@@ -86,8 +96,24 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "ON invocations (function, backend, started)",
         "CREATE INDEX IF NOT EXISTS invocations_by_started ON invocations (started)",
     ),
+    (  # 2: what a cold start cost, apart from the run (billed_seconds is the run alone);
+        # NULL for a warm start and for every row written before
+        "ALTER TABLE invocations ADD COLUMN startup_seconds REAL",
+        # The ledger's "typical cold start" reads only these rows: a few among many.
+        "CREATE INDEX IF NOT EXISTS invocations_cold_starts "
+        "ON invocations (function, backend, started) WHERE startup_seconds IS NOT NULL",
+    ),
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
+
+
+class StateBusy(JobFailed):
+    """The state file stayed locked by another process for longer than the caller waits."""
+
+
+class StateUnusable(JobFailed):
+    """The state file cannot be used at all: not an SQLite database, corrupted, or another
+    program's. Nothing retried will change that; moving the file aside will."""
 
 
 def default_path() -> Path:
@@ -118,10 +144,12 @@ class StateDB:
         return f"StateDB({str(self.path)!r})"
 
     @contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
+    def transaction(self, *, busy_timeout: float | None = None
+                    ) -> Iterator[sqlite3.Connection]:
         """A write transaction: the write lock is taken on entry (waiting up to
-        ``busy_timeout`` for it), committed on a clean exit, rolled back on any error."""
-        with self._connect() as conn:
+        ``busy_timeout`` for it, the database's own by default; ``StateBusy`` after that),
+        committed on a clean exit, rolled back on any error."""
+        with self._connect(busy_timeout) as conn:
             conn.execute("BEGIN IMMEDIATE")
             try:
                 yield conn
@@ -144,22 +172,22 @@ class StateDB:
     # -----------------------------------------------------------------------------------
 
     @contextmanager
-    def _connect(self) -> Iterator[sqlite3.Connection]:
+    def _connect(self, busy_timeout: float | None = None) -> Iterator[sqlite3.Connection]:
         """A fresh connection for one use; every ``sqlite3`` error becomes ours."""
+        timeout = self.busy_timeout if busy_timeout is None else max(0.0, busy_timeout)
         try:
             # isolation_level=None: transactions are begun explicitly (BEGIN IMMEDIATE),
             # never implicitly by the sqlite3 module before a DML statement.
-            conn = sqlite3.connect(self.path, timeout=self.busy_timeout,
-                                   isolation_level=None)
+            conn = sqlite3.connect(self.path, timeout=timeout, isolation_level=None)
         except sqlite3.Error as exc:
-            raise self._translate(exc) from exc
+            raise self._translate(exc, timeout) from exc
         try:
             # NORMAL is durable in WAL mode except for the last commits before a power
             # cut, which for breaker counts and history rows is the right trade.
             conn.execute("PRAGMA synchronous = NORMAL")
             yield conn
         except sqlite3.Error as exc:
-            raise self._translate(exc) from exc
+            raise self._translate(exc, timeout) from exc
         finally:
             conn.close()
 
@@ -170,7 +198,7 @@ class StateDB:
             version = conn.execute("PRAGMA user_version").fetchone()[0]
             app_id = conn.execute("PRAGMA application_id").fetchone()[0]
             if app_id not in (0, APPLICATION_ID):
-                raise JobFailed(
+                raise StateUnusable(
                     f"{self.path} is an SQLite database of another program, not "
                     "canvascast's state; move it away or set CANVASCAST_HOME to another "
                     "folder")
@@ -199,19 +227,20 @@ class StateDB:
             raise
         conn.execute("COMMIT")
 
-    def _translate(self, exc: sqlite3.Error) -> CanvasCastError:
-        """One clear line for an SQLite failure, naming the file and the way out."""
+    def _translate(self, exc: sqlite3.Error, waited: float) -> CanvasCastError:
+        """One clear line for an SQLite failure, naming the file and the way out.
+        ``waited``: the busy timeout the failed connection had."""
         code = (getattr(exc, "sqlite_errorcode", None) or 0) & 0xFF  # primary code
         where = self.path
         if code in (sqlite3.SQLITE_NOTADB, sqlite3.SQLITE_CORRUPT):
-            return JobFailed(
+            return StateUnusable(
                 f"{where} is not a usable canvascast state database ({exc}); move it aside "
                 "or delete it and run again: it only holds circuit-breaker state and run "
                 "history, and is recreated empty")
         if code in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
-            return JobFailed(
-                f"{where} stayed locked by another process for over "
-                f"{self.busy_timeout:g} s ({exc}); run again, or look for a hung canvascast")
+            return StateBusy(
+                f"{where} stayed locked by another process for over {waited:g} s ({exc}); "
+                "run again, or look for a hung canvascast")
         if code in (sqlite3.SQLITE_CANTOPEN, sqlite3.SQLITE_READONLY, sqlite3.SQLITE_PERM,
                     sqlite3.SQLITE_AUTH):
             return InvalidInput(
