@@ -28,7 +28,8 @@ from canvascast_cli.dispatch.breaker import (
     MemoryStorage,
     SQLiteStorage,
 )
-from canvascast_cli.dispatch.state import StateDB
+from canvascast_cli.dispatch.state import StateDB, StateUnusable
+from canvascast_cli.records import dump
 from tests.helpers import REPO
 
 KEY = "http:render_video"
@@ -283,7 +284,7 @@ def test_snapshot_contents(make: Make, clock: FakeClock) -> None:
     assert (snap.state, snap.trial_owner, snap.retry_at) == (
         CircuitState.HALF_OPEN, "me", T0 + RESET + LEASE)
 
-    data = json.loads(json.dumps(snap.to_dict()))
+    data = json.loads(json.dumps(dump(snap)))
     assert data == {"key": KEY, "state": "half-open", "failures": 5, "opened_at": T0,
                     "retry_at": T0 + RESET + LEASE, "last_error": "TIMEOUT",
                     "trial_owner": "me"}
@@ -328,6 +329,23 @@ def test_open_error_envelope(make: Make) -> None:
     body = caught.value.to_dict()
     assert body["code"] == "CIRCUIT_OPEN" and body["retryable"] is False
     assert (body["key"], body["retry_at"], body["last_error"]) == (KEY, T0 + RESET, "TIMEOUT")
+
+
+def test_times_are_encoded_like_every_record(storage: BreakerStorage) -> None:
+    # Unix seconds to the millisecond, in the snapshot and in the open error alike.
+    clock = FakeClock(T0 + 0.1 + 0.2)  # 1700000000.3000002
+    breaker = CircuitBreaker(storage, KEY, failure_threshold=1, reset_timeout=1 / 3,
+                             clock=clock)
+    fail(breaker)
+    with pytest.raises(BreakerOpen) as caught:
+        breaker.acquire()
+    assert caught.value.retry_at == clock.now + 1 / 3  # exact in memory
+    retry_at = round(clock.now + 1 / 3, 3)
+    body = caught.value.to_dict()
+    assert (body["retry_at"], body["key"], body["last_error"]) == (retry_at, KEY, "TIMEOUT")
+    snap = dump(breaker.snapshot())
+    assert (snap["retry_at"], snap["opened_at"]) == (retry_at, round(clock.now, 3))
+    assert body["message"] == str(caught.value) and json.dumps(body)
 
 
 def test_invalid_settings_are_refused(storage: BreakerStorage) -> None:
@@ -456,8 +474,9 @@ def sqlite_state(state_path: Path) -> Iterator[Path]:
 def test_corrupt_state_file_is_a_clear_error(state_path: Path, content: bytes) -> None:
     state_path.parent.mkdir(parents=True)
     state_path.write_bytes(content)
-    with pytest.raises(errors.JobFailed) as caught:
+    with pytest.raises(StateUnusable) as caught:
         StateDB(state_path)
+    assert isinstance(caught.value, errors.JobFailed)
     message = str(caught.value)
     assert str(state_path) in message and "delete it" in message
     assert not errors.is_retryable(caught.value)
@@ -468,7 +487,7 @@ def test_state_file_garbled_after_opening(sqlite_state: Path) -> None:
     data = bytearray(sqlite_state.read_bytes())
     data[:16] = b"garbage garbage!"
     sqlite_state.write_bytes(bytes(data))
-    with pytest.raises(errors.JobFailed, match=str(sqlite_state)):
+    with pytest.raises(StateUnusable, match=str(sqlite_state)):
         CircuitBreaker(storage, KEY).acquire()
 
 
@@ -479,7 +498,7 @@ def test_another_programs_database_is_refused(state_path: Path) -> None:
     conn.execute("CREATE TABLE notes (body TEXT)")
     conn.commit()
     conn.close()
-    with pytest.raises(errors.JobFailed, match="another program"):
+    with pytest.raises(StateUnusable, match="another program"):
         StateDB(state_path)
 
 

@@ -25,6 +25,10 @@ should exceed the longest call the breaker guards, or a slow but healthy trial w
 joined by a second one; the default is ``max(reset_timeout, 600)``.
 
 The clock is injected (``clock=time.time``) and nothing here sleeps: tests move time.
+
+What leaves the process (``BreakerSnapshot`` for ``canvascast status``, the extra fields of
+a ``BreakerOpen`` error) is encoded by ``records.dump``: times as unix seconds, rounded to
+the millisecond.
 """
 
 from __future__ import annotations
@@ -39,11 +43,14 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
+
+import pydantic.dataclasses
 
 from canvascast_cli.dispatch.state import StateDB
 from canvascast_cli.errors import CanvasCastError, CircuitOpen, is_retryable
+from canvascast_cli.records import Seconds, dump
 
 Clock = Callable[[], float]
 
@@ -142,11 +149,6 @@ class SQLiteStorage:
         with self.db.transaction() as conn:
             conn.execute("DELETE FROM breakers WHERE key = ?", (key,))
 
-    def keys(self) -> list[str]:
-        """Every key with a stored record (for ``canvascast status``)."""
-        with self.db.read() as conn:
-            return [row[0] for row in conn.execute("SELECT key FROM breakers ORDER BY key")]
-
     @staticmethod
     def _fetch(conn: sqlite3.Connection, key: str) -> BreakerRecord:
         row = conn.execute(f"SELECT {', '.join(_COLUMNS)} FROM breakers WHERE key = ?",
@@ -172,27 +174,32 @@ class Permit:
     trial: bool = False
 
 
-@dataclass(frozen=True)
+@pydantic.dataclasses.dataclass(frozen=True)
 class BreakerSnapshot:
-    """The circuit as ``canvascast status`` shows it. ``retry_at``: when an open circuit
-    lets its next trial through, or when a running trial's lease runs out."""
+    """The circuit as ``canvascast status`` shows it. ``retry_at`` (unix time): when an
+    open circuit lets its next trial through, or when a running trial's lease runs out."""
 
     key: str
     state: CircuitState
     failures: int
-    opened_at: float | None
-    retry_at: float | None
+    opened_at: Seconds | None
+    retry_at: Seconds | None
     last_error: str | None
     trial_owner: str | None
 
-    def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["state"] = self.state.value
-        return data
+
+@pydantic.dataclasses.dataclass(frozen=True)
+class _OpenFields:
+    """What a ``BreakerOpen`` adds to the error body, encoded like every record."""
+
+    key: str
+    retry_at: Seconds | None
+    last_error: str | None
 
 
 class BreakerOpen(CircuitOpen):
-    """``CircuitOpen`` with the breaker's key, when it will try again and why it opened."""
+    """``CircuitOpen`` with the breaker's key, when (unix time) it will try again and why
+    it opened."""
 
     def __init__(self, message: str, *, key: str, retry_at: float | None,
                  last_error: str | None, details: Sequence[str] = ()) -> None:
@@ -202,8 +209,9 @@ class BreakerOpen(CircuitOpen):
         self.last_error = last_error
 
     def to_dict(self) -> dict[str, Any]:
+        """``CircuitOpen``'s body plus ``key``, ``retry_at`` and ``last_error``."""
         body = super().to_dict()
-        body.update(key=self.key, retry_at=self.retry_at, last_error=self.last_error)
+        body.update(dump(_OpenFields(self.key, self.retry_at, self.last_error)))
         return body
 
 
