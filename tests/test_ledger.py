@@ -1,4 +1,5 @@
-"""The invocation ledger, and the state file it lives in (location, schema, WAL)."""
+"""The invocation ledger, and the state file it lives in (location, schema, WAL,
+migrations, a lock held by another process, a file that is not a database)."""
 
 from __future__ import annotations
 
@@ -8,13 +9,24 @@ import sqlite3
 import stat
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from canvascast_cli.dispatch.ledger import Attempt, Ledger, percentile
-from canvascast_cli.dispatch.state import APPLICATION_ID, SCHEMA_VERSION, StateDB
+from canvascast_cli import errors
+from canvascast_cli.config import RetentionConfig
+from canvascast_cli.dispatch.ledger import Attempt, FunctionMetrics, Ledger, percentile
+from canvascast_cli.dispatch.state import (
+    _MIGRATIONS,
+    APPLICATION_ID,
+    SCHEMA_VERSION,
+    StateBusy,
+    StateDB,
+    StateUnusable,
+)
+from canvascast_cli.records import dump
 from tests.helpers import REPO
 
 T0 = 1_700_000_000.0
@@ -47,7 +59,8 @@ def test_attempt_round_trips(ledger: Ledger) -> None:
         duration=12.5, queue_seconds=1.5, cold_start=True, container_id="ta-01H",
         status="failed", error_code="TIMEOUT", attempt=2, fallback_from=None,
         fallback_reason=None, bytes_up=1_234_567, bytes_down=89, units=240.0,
-        unit="frames", estimated_cost=0.0123, actual_cost=0.0119, billed_seconds=14.0)
+        unit="frames", estimated_cost=0.0123, actual_cost=0.0119, billed_seconds=14.0,
+        startup_seconds=38.5)
     fallback = Attempt(
         function="render_video", backend="local", started=T0 + 20, status="ok",
         duration=30.0, cold_start=False, attempt=3, fallback_from="http",
@@ -56,13 +69,28 @@ def test_attempt_round_trips(ledger: Ledger) -> None:
                    status="cancelled")
     stored = [ledger.record(a) for a in (full, fallback, bare)]
     assert all(s.id is not None for s in stored) and len({s.id for s in stored}) == 3
-    assert stored[0] == Attempt(**{**full.to_dict(), "id": stored[0].id})
+    assert stored[0] == Attempt(**{**dump(full), "id": stored[0].id})
 
     history = ledger.history("render_video")
     assert history == stored[::-1]  # newest first
     assert history[1].cold_start is False and history[2].cold_start is True
     assert history[0].cold_start is None
-    json.dumps([a.to_dict() for a in history])  # what --json prints
+    assert history[2].startup_seconds == 38.5 and history[1].startup_seconds is None
+    json.dumps([dump(a) for a in history])  # what --json prints
+
+
+def test_rows_are_exact_and_only_their_encoding_is_rounded(ledger: Ledger) -> None:
+    cost = 0.00047511284500000007  # what --json used to print
+    stored = ledger.record(attempt(started=T0 + 0.123456, duration=1 / 3,
+                                   estimated_cost=cost, billed_seconds=2 / 3))
+    (back,) = ledger.history("render_video")
+    assert back == stored
+    assert (back.estimated_cost, back.duration, back.started) == (cost, 1 / 3, T0 + 0.123456)
+    data = dump(back)
+    assert data["estimated_cost"] == 0.000475113
+    assert (data["duration"], data["billed_seconds"], data["started"]) == (
+        0.333, 0.667, 1_700_000_000.123)
+    assert "0.00047511284500000007" not in json.dumps(data)
 
 
 def test_history_filters_and_limits(ledger: Ledger) -> None:
@@ -79,7 +107,8 @@ def test_history_filters_and_limits(ledger: Ledger) -> None:
         ledger.history("render_video", limit=0)
 
 
-@pytest.mark.parametrize("bad", [dict(status="done"), dict(attempt=0)])
+@pytest.mark.parametrize("bad", [dict(status="done"), dict(attempt=0),
+                                 dict(started="yesterday")])
 def test_invalid_attempts_are_refused(bad: dict[str, Any]) -> None:
     with pytest.raises(ValueError):
         attempt(**bad)
@@ -117,6 +146,118 @@ def test_seconds_per_unit_uses_recent_history(ledger: Ledger) -> None:
     assert ledger.seconds_per_unit("render_video", window=4) == pytest.approx(103 / 40)
 
 
+def test_seconds_per_unit_leaves_cold_starts_out(ledger: Ledger) -> None:
+    # A cold start's 40 s of start-up is kept apart: the run alone is per unit.
+    ledger.record(attempt(units=100, billed_seconds=10.0, cold_start=True,
+                          startup_seconds=40.0, started=T0))
+    ledger.record(attempt(units=100, billed_seconds=10.0, cold_start=False, started=T0 + 1))
+    assert ledger.seconds_per_unit("render_video", "modal") == pytest.approx(0.1)
+    # A cold start written before the ledger kept them apart has its start inside its
+    # billed seconds: it is no evidence of the run's speed.
+    ledger.record(attempt(units=100, billed_seconds=50.0, cold_start=True, started=T0 + 2))
+    assert ledger.seconds_per_unit("render_video", "modal") == pytest.approx(0.1)
+    # A local run's duration includes loading the engines, when that was measured.
+    ledger.record(attempt(backend="local", units=10, duration=12.0, startup_seconds=7.0))
+    assert ledger.seconds_per_unit("render_video", "local") == pytest.approx(0.5)
+
+
+def test_typical_startup_is_the_median_of_recent_cold_starts(ledger: Ledger) -> None:
+    assert ledger.startup_seconds("transcribe_audio", "modal") is None
+    for i, startup in enumerate([200.0, 30.0, 40.0, 35.0]):  # an image pull, then usual
+        ledger.record(attempt(function="transcribe_audio", cold_start=True,
+                              startup_seconds=startup, started=T0 + i,
+                              status="failed" if i == 3 else "ok"))
+    for i in range(5):  # warm starts say nothing about a cold one
+        ledger.record(attempt(function="transcribe_audio", cold_start=False,
+                              started=T0 + 10 + i))
+    assert ledger.startup_seconds("transcribe_audio", "modal") == pytest.approx(37.5)
+    assert ledger.startup_seconds("transcribe_audio", "modal", window=3) == 35.0
+    assert ledger.startup_seconds("transcribe_audio", "http") is None
+    assert ledger.startup_seconds("transcribe_audio") == pytest.approx(37.5)
+
+
+def test_last_ended(ledger: Ledger) -> None:
+    assert ledger.last_ended("render_video", "modal") is None
+    ledger.record(attempt(started=T0, duration=30.0))
+    ledger.record(attempt(started=T0 + 10, duration=5.0))  # started later, ended earlier
+    ledger.record(attempt(started=T0 + 100, duration=5.0, status="failed"))  # no container
+    ledger.record(attempt(started=T0 + 200, duration=5.0, backend="http"))
+    assert ledger.last_ended("render_video", "modal") == T0 + 30
+    assert ledger.last_ended("render_video", "http") == T0 + 205
+    assert ledger.last_ended("render_video") == T0 + 205
+
+
+def _plan(db: StateDB, sql: str, params: tuple[Any, ...]) -> str:
+    with db.read() as conn:
+        return " ".join(row[-1] for row in conn.execute(f"EXPLAIN QUERY PLAN {sql}", params))
+
+
+def test_queries_the_estimate_makes_use_indexes(db: StateDB) -> None:
+    # Cheap whatever the ledger's size: no query scans the table.
+    plans = [
+        _plan(db, "DELETE FROM invocations WHERE started < ?", (T0,)),
+        _plan(db, "SELECT startup_seconds FROM invocations WHERE function = ? AND "
+              "backend = ? AND startup_seconds IS NOT NULL ORDER BY started DESC, id DESC "
+              "LIMIT 10", ("f", "b")),
+    ]
+    assert "invocations_by_started" in plans[0]
+    assert "invocations_cold_starts" in plans[1]
+    assert not any("SCAN invocations" in plan for plan in plans), plans
+
+
+# ---------------------------------------------------------------------------------------
+# Retention
+
+
+def test_prune_by_age_and_by_count(ledger: Ledger) -> None:
+    for i in range(10):
+        ledger.record(attempt(started=T0 + i * 86400))  # one a day
+    assert ledger.prune(None, None, now=T0 + 20 * 86400) == 0
+    # Older than 15 days at day 20: days 0-4 go.
+    assert ledger.prune(15 * 86400, None, now=T0 + 20 * 86400) == 5
+    assert [a.started for a in ledger.history("render_video")] == [
+        T0 + i * 86400 for i in range(9, 4, -1)]
+    # The earliest recorded beyond the newest 3 go.
+    assert ledger.prune(None, 3, now=T0) == 2
+    assert len(ledger.history("render_video")) == 3
+    assert ledger.prune(None, 3, now=T0) == 0
+    assert ledger.prune(0, None, now=T0 + 100 * 86400) == 3
+    with pytest.raises(ValueError):
+        ledger.prune(-1, None, now=T0)
+    with pytest.raises(ValueError):
+        ledger.prune(None, -1, now=T0)
+
+
+def test_ledger_prunes_itself_as_it_is_written(db: StateDB) -> None:
+    now = T0 + 1000 * 86400
+    retention = RetentionConfig(ledger_days=30, ledger_max_rows=1000)
+    ledger = Ledger(db, retention=retention, prune_every=10, clock=lambda: now)
+    old = [ledger.record(attempt(started=now - 40 * 86400)) for _ in range(9)]
+    assert len(ledger.history("render_video", limit=100)) == 9  # not yet: every 10th row
+    tenth = ledger.record(attempt(started=now - 40))
+    assert tenth.id == 10
+    assert [a.id for a in ledger.history("render_video", limit=100)] == [10]
+    assert all(a.id not in (None, 10) for a in old)
+
+    # By count: 1095 more rows (ids 11-1105, written at once), then five through the
+    # ledger: the fifth is id 1110, which prunes to the newest 1000.
+    with db.transaction() as conn:
+        conn.executemany("INSERT INTO invocations (function, backend, started, status) "
+                         "VALUES ('render_video', 'modal', ?, 'ok')",
+                         [(now - 1,)] * 1095)
+    for _ in range(5):
+        ledger.record(attempt(started=now))
+    with db.read() as conn:
+        count, low = conn.execute("SELECT COUNT(*), MIN(id) FROM invocations").fetchone()
+    assert (count, low) == (1000, 111)
+
+    # Without a retention nothing is ever pruned.
+    keep = Ledger(db, prune_every=1, clock=lambda: now + 365 * 86400)
+    keep.record(attempt(started=now))
+    with db.read() as conn:
+        assert conn.execute("SELECT COUNT(*) FROM invocations").fetchone()[0] == count + 1
+
+
 def test_metrics(ledger: Ledger) -> None:
     assert ledger.metrics() == []
     for i, duration in enumerate([1.0, 2.0, 3.0, 4.0, 10.0]):
@@ -144,7 +285,10 @@ def test_metrics(ledger: Ledger) -> None:
     assert modal.total_cost == pytest.approx(5 * 0.5 + 0.25) and modal.estimated_only == 1
     assert (local.invocations, local.p50_duration, local.p95_duration) == (1, 7.0, 7.0)
     assert (images.p50_duration, images.total_cost) == (None, 0.0)
-    json.dumps([m.to_dict() for m in metrics])
+    data = json.loads(json.dumps([dump(m) for m in metrics]))
+    assert data[2]["error_codes"] == modal.error_codes
+    assert data[2]["p95_duration"] == 8.8 and data[2]["total_cost"] == 2.75
+    assert isinstance(modal, FunctionMetrics)
 
     recent = {(m.function, m.backend): m for m in ledger.metrics(since=T0 + 7)}
     assert recent[("render_video", "modal")].invocations == 2
@@ -255,3 +399,119 @@ def test_failed_transaction_is_rolled_back(db: StateDB, ledger: Ledger) -> None:
                      "VALUES ('f', 'b', 0, 'ok')")
         raise RuntimeError("interrupted half-way")
     assert ledger.history("f") == []
+
+
+def test_old_state_file_is_migrated(tmp_path: Path) -> None:
+    # A file as the first release left it: schema 1, one row, no startup_seconds column.
+    path = tmp_path / "state.sqlite3"
+    conn = sqlite3.connect(path, isolation_level=None)
+    for statement in _MIGRATIONS[0]:
+        conn.execute(statement)
+    conn.execute(f"PRAGMA application_id = {APPLICATION_ID:d}")
+    conn.execute("PRAGMA user_version = 1")
+    conn.execute("INSERT INTO invocations (function, backend, started, status, cold_start, "
+                 "billed_seconds, units) VALUES ('render_video', 'modal', ?, 'ok', 1, 50, 100)",
+                 (T0,))
+    conn.close()
+
+    ledger = Ledger(StateDB(path))
+    (old,) = ledger.history("render_video")
+    assert (old.cold_start, old.billed_seconds, old.startup_seconds) == (True, 50.0, None)
+    ledger.record(attempt(started=T0 + 1, cold_start=True, startup_seconds=40.0,
+                          billed_seconds=10.0, units=100))
+    assert ledger.startup_seconds("render_video") == 40.0
+    assert ledger.seconds_per_unit("render_video") == pytest.approx(0.1)  # the old row: out
+    conn = sqlite3.connect(path)
+    try:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+        names = {row[1] for row in conn.execute("PRAGMA index_list(invocations)")}
+        assert "invocations_cold_starts" in names
+    finally:
+        conn.close()
+
+
+# ---------------------------------------------------------------------------------------
+# A locked or unusable state file
+
+
+class FakeTime:
+    """A clock that only ``sleep`` moves; records the sleeps."""
+
+    def __init__(self, now: float = T0) -> None:
+        self.now = now
+        self.sleeps: list[float] = []
+        self.on_sleep: Any = None
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
+        if self.on_sleep is not None:
+            self.on_sleep(len(self.sleeps))
+
+
+@pytest.fixture
+def locked(db: StateDB) -> Any:
+    """Another process's connection holding the write lock (``BEGIN EXCLUSIVE``)."""
+    other = sqlite3.connect(db.path, isolation_level=None)
+    other.execute("BEGIN EXCLUSIVE")
+    yield other
+    if other.in_transaction:
+        other.execute("ROLLBACK")
+    other.close()
+
+
+def test_record_gives_up_on_a_locked_file_after_its_deadline(db: StateDB, locked: Any) -> None:
+    fake = FakeTime()
+    # busy_timeout 0: SQLite does not wait (really) on its own; the ledger's retries
+    # and their waits are what is tested, on the fake clock.
+    ledger = Ledger(StateDB(db.path, busy_timeout=0), record_deadline=2.0, clock=fake,
+                    sleep=fake.sleep)
+    with pytest.raises(StateBusy) as caught:
+        ledger.record(attempt())
+    assert isinstance(caught.value, errors.JobFailed)
+    message = str(caught.value)
+    assert str(db.path) in message and "not recorded" in message and "2.0 s" in message
+    assert fake.sleeps[:5] == pytest.approx([0.05, 0.1, 0.2, 0.4, 0.5])
+    assert sum(fake.sleeps) == pytest.approx(2.0)  # and not a moment past the deadline
+    locked.execute("ROLLBACK")
+    assert Ledger(db).history("render_video") == []
+
+
+def test_record_succeeds_once_the_lock_is_released(db: StateDB, locked: Any) -> None:
+    fake = FakeTime()
+    fake.on_sleep = lambda n: locked.execute("ROLLBACK") if n == 3 else None
+    ledger = Ledger(StateDB(db.path, busy_timeout=0), clock=fake, sleep=fake.sleep)
+    stored = ledger.record(attempt())
+    assert stored.id == 1 and len(fake.sleeps) == 3
+    assert ledger.history("render_video") == [stored]
+
+
+def test_sqlite_busy_wait_counts_against_the_deadline(db: StateDB, locked: Any) -> None:
+    # The real clock and SQLite's own busy wait: a 0.05 s deadline is kept (give or take
+    # the busy handler's last step), however long the database's own busy_timeout.
+    ledger = Ledger(StateDB(db.path, busy_timeout=30), record_deadline=0.05)
+    began = time.monotonic()
+    with pytest.raises(StateBusy):
+        ledger.record(attempt())
+    assert time.monotonic() - began < 2.0
+
+
+def test_garbage_state_file_is_unusable(tmp_path: Path) -> None:
+    path = tmp_path / "state.sqlite3"
+    path.write_bytes(b"this is not a database\n" * 200)
+    with pytest.raises(StateUnusable) as caught:
+        StateDB(path)
+    assert isinstance(caught.value, errors.JobFailed) and str(path) in str(caught.value)
+    assert not errors.is_retryable(caught.value)
+
+
+def test_state_file_garbled_after_opening_is_unusable(db: StateDB) -> None:
+    ledger = Ledger(db, clock=FakeTime(), sleep=lambda s: pytest.fail(f"retried: {s}"))
+    data = bytearray(db.path.read_bytes())
+    data[:16] = b"garbage garbage!"
+    db.path.write_bytes(bytes(data))
+    with pytest.raises(StateUnusable, match="delete it"):
+        ledger.record(attempt())

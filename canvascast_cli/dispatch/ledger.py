@@ -4,24 +4,51 @@ Every attempt is recorded, including retries (``attempt`` counts from 1) and the
 a failed remote one fell back to (``fallback_from``/``fallback_reason``), so the ledger
 answers "what did this job cost and why did it take three tries" as well as the
 aggregate questions: how long ``render_video`` usually takes on Modal, how often it cold
-starts, and what a frame of it costs (``seconds_per_unit``, the basis of the estimate a
-remote run prints before it starts).
+starts, and what a frame of it costs.
+
+A run and the start of its container are kept apart: ``billed_seconds`` is the run itself,
+``startup_seconds`` what the container's cold start cost before it (NULL for a warm
+start). The estimate a remote run prints before it starts (``cost.estimate``) reads three
+figures from here, each from recent history of one function on one backend:
+``seconds_per_unit`` (the run, per frame, audio second or image), ``startup_seconds`` (a
+typical cold start) and ``last_ended`` (whether a container is likely still warm).
 
 Rows live in the ``invocations`` table of the state file (``state.StateDB``); each
-``record`` is one short transaction, so any number of processes can write at once.
+``record`` is one short transaction, so any number of processes can write at once. A
+record that finds the file locked by another process retries until ``record_deadline``,
+then raises ``state.StateBusy``: the caller warns, and a job that succeeded stays a
+success. With a ``retention`` the ledger prunes itself as it is written (every
+``prune_every``-th row: one indexed DELETE by age, one by count), so it never grows
+without bound; ``prune`` does the same on demand.
+
+Records are pydantic dataclasses, encoded with ``records.dump`` (rounded there, exact in
+SQLite and in memory).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass, fields, replace
-from typing import Any, Literal, get_args
+import sqlite3
+import statistics
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import fields, replace
+from typing import Annotated, Any, Literal, get_args
 
-from canvascast_cli.dispatch.state import StateDB
+import tenacity
+from pydantic import Field
+from pydantic.dataclasses import dataclass
+
+from canvascast_cli.config import RetentionConfig
+from canvascast_cli.dispatch.state import StateBusy, StateDB
+from canvascast_cli.records import Seconds, Usd
 
 Status = Literal["ok", "failed", "cancelled"]
 STATUSES: tuple[str, ...] = get_args(Status)
+
+RECORD_DEADLINE = 5.0  # seconds a record may wait for a locked state file, in all
+PRUNE_EVERY = 100  # with a retention: prune when a row's id is a multiple of this
+_DAY = 86400.0
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -29,21 +56,23 @@ class Attempt:
     """One attempt at one function on one backend.
 
     ``units`` is what the function processes, in ``unit``: frames for a render, seconds of
-    audio for a transcription, images for image generation. ``billed_seconds`` is what the
-    provider bills (on Modal: container seconds, cold start included); costs are in USD.
-    ``id`` is assigned by ``Ledger.record``.
+    audio for a transcription, images for image generation. ``billed_seconds`` is the run
+    itself as the provider bills it; ``startup_seconds``, for a cold start, the seconds the
+    container took to start its process and load its engines before the run (also billed,
+    kept apart so that an estimate can tell a warm start from a cold one). Costs are in
+    USD. ``id`` is assigned by ``Ledger.record``.
     """
 
     function: str
     backend: str
-    started: float  # unix time
+    started: Seconds  # unix time
     status: Status
-    duration: float | None = None
-    queue_seconds: float | None = None
+    duration: Seconds | None = None
+    queue_seconds: Seconds | None = None
     cold_start: bool | None = None
     container_id: str | None = None
     error_code: str | None = None
-    attempt: int = 1
+    attempt: Annotated[int, Field(ge=1)] = 1  # counts from 1
     job_id: str | None = None
     fallback_from: str | None = None
     fallback_reason: str | None = None
@@ -51,26 +80,18 @@ class Attempt:
     bytes_down: int | None = None
     units: float | None = None
     unit: str | None = None
-    estimated_cost: float | None = None
-    actual_cost: float | None = None
-    billed_seconds: float | None = None
+    estimated_cost: Usd | None = None
+    actual_cost: Usd | None = None
+    billed_seconds: Seconds | None = None
+    startup_seconds: Seconds | None = None
     id: int | None = None
-
-    def __post_init__(self) -> None:
-        if self.status not in STATUSES:
-            raise ValueError(f"status must be one of {', '.join(STATUSES)}; got {self.status!r}")
-        if self.attempt < 1:
-            raise ValueError(f"attempt counts from 1; got {self.attempt}")
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 # Every column but ``id``, in one order for INSERT and SELECT.
 _COLUMNS: tuple[str, ...] = tuple(f.name for f in fields(Attempt) if f.name != "id")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class FunctionMetrics:
     """Aggregates for one function on one backend.
 
@@ -85,35 +106,99 @@ class FunctionMetrics:
     successes: int
     failures: int
     cancelled: int
-    error_codes: Mapping[str, int]
-    p50_duration: float | None
-    p95_duration: float | None
+    error_codes: dict[str, int]
+    p50_duration: Seconds | None
+    p95_duration: Seconds | None
     cold_starts: int
-    total_cost: float
+    total_cost: Usd
     estimated_only: int
-
-    def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["error_codes"] = dict(self.error_codes)
-        return data
 
 
 class Ledger:
-    """Reads and writes the ``invocations`` table of a ``StateDB``."""
+    """Reads and writes the ``invocations`` table of a ``StateDB``.
 
-    def __init__(self, db: StateDB) -> None:
+    ``retention``: prune as rows are written (``ledger_days``, ``ledger_max_rows``); None
+    keeps everything. ``clock`` (unix time) dates the prunes and measures
+    ``record_deadline``; ``sleep`` waits between tries at a locked file. Both are
+    injectable so that tests move time instead of waiting.
+    """
+
+    def __init__(self, db: StateDB, *, retention: RetentionConfig | None = None,
+                 record_deadline: float = RECORD_DEADLINE, prune_every: int = PRUNE_EVERY,
+                 clock: Callable[[], float] = time.time,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
+        if record_deadline < 0:
+            raise ValueError(f"record_deadline must be at least 0; got {record_deadline}")
+        if prune_every < 1:
+            raise ValueError(f"prune_every must be at least 1; got {prune_every}")
         self.db = db
+        self.retention = retention
+        self.record_deadline = record_deadline
+        self.prune_every = prune_every
+        self.clock = clock
+        self.sleep = sleep
 
     def record(self, attempt: Attempt) -> Attempt:
-        """Store one attempt; returns it with its ``id``."""
+        """Store one attempt; returns it with its ``id``.
+
+        A file locked by another process is tried again (SQLite's busy wait, then short
+        sleeps) for up to ``record_deadline`` seconds in all; then ``StateBusy``, which a
+        caller should report as a warning: a row lost is better than a finished job
+        failed. Any other failure of the state file is raised at once.
+        """
         values = [getattr(attempt, name) for name in _COLUMNS]
         values[_COLUMNS.index("cold_start")] = _to_int(attempt.cold_start)
-        with self.db.transaction() as conn:
-            cursor = conn.execute(
-                f"INSERT INTO invocations ({', '.join(_COLUMNS)}) "
-                f"VALUES ({', '.join('?' for _ in _COLUMNS)})", values)
-            row_id = cursor.lastrowid
+        began = self.clock()
+        deadline = began + self.record_deadline
+
+        def insert() -> int:
+            # SQLite's own busy wait, cut to what is left of the deadline.
+            wait = min(self.db.busy_timeout, deadline - self.clock())
+            with self.db.transaction(busy_timeout=wait) as conn:
+                cursor = conn.execute(
+                    f"INSERT INTO invocations ({', '.join(_COLUMNS)}) "
+                    f"VALUES ({', '.join('?' for _ in _COLUMNS)})", values)
+                row_id = cursor.lastrowid
+                assert row_id is not None  # an INSERT into a rowid table
+                # Ids are shared by every writer, so this prunes once per ``prune_every``
+                # rows across all processes, not once per process (most record a few).
+                if self.retention is not None and row_id % self.prune_every == 0:
+                    _prune(conn, self.retention.ledger_days * _DAY,
+                           self.retention.ledger_max_rows, self.clock())
+                return row_id
+
+        def pause(state: tenacity.RetryCallState) -> float:
+            # 50 ms doubling to 0.5 s, never past the deadline: the last try comes at it.
+            step = min(0.05 * 2 ** (state.attempt_number - 1), 0.5)
+            return max(0.0, min(step, deadline - self.clock()))
+
+        retrying = tenacity.Retrying(
+            retry=tenacity.retry_if_exception_type(StateBusy),
+            wait=pause,
+            stop=lambda _state: self.clock() >= deadline,
+            sleep=self.sleep,
+            reraise=True,
+        )
+        try:
+            row_id = retrying(insert)
+        except StateBusy as exc:
+            raise StateBusy(
+                f"{self.db.path} stayed locked by another process for "
+                f"{self.clock() - began:.1f} s: the run of {attempt.function} on "
+                f"{attempt.backend} was not recorded in the ledger (look for a hung "
+                "canvascast)") from exc
         return replace(attempt, id=row_id)
+
+    def prune(self, max_age_seconds: float | None, max_rows: int | None, now: float) -> int:
+        """Delete the rows that started over ``max_age_seconds`` before ``now``, then the
+        earliest recorded ones beyond the newest ``max_rows``; None skips a limit. Returns
+        how many rows went. One indexed DELETE for each limit."""
+        if max_age_seconds is not None and max_age_seconds < 0:
+            raise ValueError(f"max_age_seconds must be at least 0; got {max_age_seconds}")
+        if max_rows is not None and max_rows < 0:
+            raise ValueError(f"max_rows must be at least 0; got {max_rows}")
+        with self.db.transaction() as conn:
+            return _prune(conn, max_age_seconds, max_rows, now)
 
     def history(self, function: str, backend: str | None = None, limit: int = 50
                 ) -> list[Attempt]:
@@ -129,24 +214,59 @@ class Ledger:
 
     def seconds_per_unit(self, function: str, backend: str | None = None, *,
                          window: int = 20) -> float | None:
-        """Billed seconds per unit over the latest ``window`` successful attempts that
+        """Run seconds per unit over the latest ``window`` successful attempts that
         processed something, or None without such history.
 
+        The run alone, never a container's start: ``billed_seconds``, or for a local run
+        (no bill) its wall-clock ``duration`` less any ``startup_seconds``. A cold start
+        recorded before the ledger kept the start apart (``cold_start`` without
+        ``startup_seconds``) has the start inside its billed seconds and is left out.
         The total of seconds over the total of units (a mean weighted by units): a
         one-frame render's fixed overhead should not count as much as a long render's.
-        Local runs have no bill; their wall-clock ``duration`` stands in.
         """
         where, params = _filter(function, backend)
         with self.db.read() as conn:
             rows = conn.execute(
-                "SELECT COALESCE(billed_seconds, duration), units FROM invocations "
-                f"WHERE {where} AND status = 'ok' AND units > 0 "
+                "SELECT COALESCE(billed_seconds, duration - COALESCE(startup_seconds, 0)), "
+                f"units FROM invocations WHERE {where} AND status = 'ok' AND units > 0 "
                 "AND COALESCE(billed_seconds, duration) IS NOT NULL "
+                "AND NOT (cold_start IS 1 AND startup_seconds IS NULL "
+                "         AND billed_seconds IS NOT NULL) "
                 "ORDER BY started DESC, id DESC LIMIT ?", (*params, window)).fetchall()
         units = sum(row[1] for row in rows)
         if not rows or units <= 0:
             return None
-        return float(sum(row[0] for row in rows) / units)
+        return max(0.0, float(sum(row[0] for row in rows) / units))
+
+    def startup_seconds(self, function: str, backend: str | None = None, *,
+                        window: int = 10) -> float | None:
+        """A typical cold start of ``function`` (on ``backend``): the median of the latest
+        ``window`` recorded ones, whatever became of the run after it; None without any.
+        The median, because one start that pulled a new image is not the typical one."""
+        where, params = _filter(function, backend)
+        with self.db.read() as conn:
+            rows = conn.execute(
+                f"SELECT startup_seconds FROM invocations WHERE {where} "
+                "AND startup_seconds IS NOT NULL "
+                "ORDER BY started DESC, id DESC LIMIT ?", (*params, window)).fetchall()
+        if not rows:
+            return None
+        return float(statistics.median(row[0] for row in rows))
+
+    def last_ended(self, function: str, backend: str | None = None) -> float | None:
+        """When (unix time) the latest successful attempt at ``function`` (on ``backend``)
+        ended — ``started`` + ``duration`` —, or None. Only a success is sure to leave
+        a container behind (a failure may not have reached one, or crashed it); the
+        container then stays up for the function's ``scaledown_window``. Read over the
+        latest 50 successes by start, which is exact unless an earlier one ran past all
+        of them."""
+        where, params = _filter(function, backend)
+        with self.db.read() as conn:
+            row = conn.execute(
+                "SELECT MAX(started + COALESCE(duration, 0)) FROM ("
+                f"SELECT started, duration FROM invocations WHERE {where} AND status = 'ok' "
+                "ORDER BY started DESC LIMIT 50)", params).fetchone()
+        return float(row[0]) if row and row[0] is not None else None
 
     def metrics(self, since: float | None = None) -> list[FunctionMetrics]:
         """Aggregates per (function, backend) over attempts started at or after ``since``
@@ -163,6 +283,20 @@ class Ledger:
         for row in rows:
             groups.setdefault((row[0], row[1]), []).append(row)
         return [_aggregate(fn, backend, group) for (fn, backend), group in sorted(groups.items())]
+
+
+def _prune(conn: sqlite3.Connection, max_age_seconds: float | None, max_rows: int | None,
+           now: float) -> int:
+    deleted = 0
+    if max_age_seconds is not None:  # a range of invocations_by_started
+        deleted += conn.execute("DELETE FROM invocations WHERE started < ?",
+                                (now - max_age_seconds,)).rowcount
+    if max_rows is not None:  # a range of the rowid: ids grow in the order rows are written
+        deleted += conn.execute(
+            "DELETE FROM invocations WHERE id <= "
+            "(SELECT id FROM invocations ORDER BY id DESC LIMIT 1 OFFSET ?)",
+            (max_rows,)).rowcount
+    return deleted
 
 
 def _filter(function: str, backend: str | None) -> tuple[str, tuple[Any, ...]]:
