@@ -4,9 +4,13 @@
     ├── InvalidInput                  exit 2, INVALID_INPUT     (bad flags, timeline, files)
     │   ├── ConfigError               exit 2, CONFIG_INVALID    (modal.toml)
     │   ├── NotFound                  exit 2, NOT_FOUND         (no such job or blob)
-    │   └── PayloadTooLarge           exit 2, PAYLOAD_TOO_LARGE (a body over the job API's cap)
+    │   ├── PayloadTooLarge           exit 2, PAYLOAD_TOO_LARGE (a body over the job API's cap)
+    │   ├── IdempotencyConflict       exit 2, IDEMPOTENCY_CONFLICT (a key reused, other body)
+    │   └── UnexpectedResponse        exit 2, UNEXPECTED_RESPONSE (a 4xx or a body that is
+    │                                                           not the API: wrong endpoint)
     ├── JobFailed                     exit 1, JOB_FAILED
     │   ├── FFmpegError               exit 1, FFMPEG_FAILED     (carries ffmpeg's last lines)
+    │   ├── JobTimedOut               exit 1, JOB_TIMEOUT       (ran past its own timeout)
     │   └── IntegrityError            exit 1, INTEGRITY         (an artifact's sha256 is wrong)
     ├── TransientError                retryable: another attempt may well succeed
     │   ├── Timeout                   exit 1, TIMEOUT
@@ -22,7 +26,8 @@
 
 Third-party exceptions are translated into this tree at the boundary where they are
 raised (ffmpeg in ``engines/render/ffmpeg.py``, pydantic in ``config``/``timeline``, httpx
-and the Modal SDK in ``dispatch``), so the CLI only ever has to show a ``CanvasCastError``.
+in ``net`` — for every HTTP caller —, the Modal SDK in ``protocol.modal_calls``), so the
+CLI only ever has to show a ``CanvasCastError``.
 Every class with its own ``code`` is registered: ``from_dict`` turns an error envelope
 that crossed the job API back into the same class.
 """
@@ -119,6 +124,20 @@ class PayloadTooLarge(InvalidInput):
     code = "PAYLOAD_TOO_LARGE"
 
 
+class IdempotencyConflict(InvalidInput):
+    """An ``Idempotency-Key`` already used for a different request (HTTP 422)."""
+
+    code = "IDEMPOTENCY_CONFLICT"
+
+
+class UnexpectedResponse(InvalidInput):
+    """A service answered, but not as the API it should be: a plain 4xx, an HTML page, JSON
+    that is not the envelope. A wrong endpoint or a proxy in the way: the caller's to fix,
+    so it is neither retried nor counted against the service."""
+
+    code = "UNEXPECTED_RESPONSE"
+
+
 class JobFailed(CanvasCastError):
     """The job ran and failed for a reason that is not the input's fault."""
 
@@ -129,6 +148,13 @@ class FFmpegError(JobFailed):
     """ffmpeg exited non-zero; the message ends with its last stderr lines."""
 
     code = "FFMPEG_FAILED"
+
+
+class JobTimedOut(JobFailed):
+    """The job ran past the timeout its function allows. Not retried: another run would
+    take as long; the message says which setting to raise."""
+
+    code = "JOB_TIMEOUT"
 
 
 class IntegrityError(JobFailed):

@@ -1,19 +1,21 @@
-"""Modal's exceptions as canvascast's errors, and a job's status from a ``FunctionCall``.
+"""Modal's side of the wire format: its exceptions as canvascast errors, and a job's status
+read from a ``FunctionCall``.
 
-One table, used by both sides: the client (``dispatch/modal_backend.py``) for every SDK
-call it makes, and the Modal app (``modal_functions/app.py``: ``ModalRunner`` behind the
-job API) for what ``FunctionCall.get`` raises, so a job's status carries the same error
-whichever way it was polled. Classes are named as strings, so importing this module never
-imports ``modal`` (the CLI starts without it); a test checks that every exception class of
-the installed ``modal.exception`` has a row and that every row names a class that exists.
+One table and one status reader, used by both ends: the client (``dispatch/
+modal_backend.py``) for every SDK call it makes, and the Modal app (``modal_functions/
+app.py``: ``ModalRunner`` behind the job API) for what ``FunctionCall.get`` gives, so a
+job's status carries the same error whichever way it was polled (``poll``). Classes are
+named as strings, so importing this module never imports ``modal`` (the CLI starts
+without it); a test checks that every exception class of the installed
+``modal.exception`` has a row and that every row names a class that exists.
 
     modal.exception                 canvascast error     the job's own outcome?
     AuthError                       AuthFailed           no  (token missing or refused)
     PermissionDeniedError           AuthFailed           no
     ConnectionError                 ModalUnavailable     no  (no network, Modal down)
     ServiceError                    ModalUnavailable     no  (gRPC unavailable/deadline/...)
-    NotFoundError                   ModalUnavailable     no  (app not deployed: `canvascast
-                                                              deploy`); NotFound for a job id
+    NotFoundError                   ModalUnavailable     no  (app not deployed: see
+                                                              DEPLOY_HINT); NotFound for a job id
     ClientClosed                    ConnectionFailed     no
     InternalError, DataLossError    ServerError          no
     ResourceExhaustedError          RateLimited          no
@@ -21,7 +23,8 @@ the installed ``modal.exception`` has a row and that every row names a class tha
     RequestSizeError                PayloadTooLarge      no
     TimeoutError and its timeouts   Timeout              no  (Exec/Interactive/Mount/
                                                               Sandbox/VolumeUpload...)
-    FunctionTimeoutError            Timeout              yes (ran past its timeout)
+    FunctionTimeoutError            JobTimedOut          yes (ran past its timeout: not
+                                                              retried; raise the timeout)
     InternalFailure                 ServerError          yes (Modal lost the input)
     RemoteError                     ContainerCrash       yes (crash, OOM, failed start)
     OutputExpiredError              JobFailed            yes (result expired; not retried)
@@ -45,10 +48,13 @@ of raising them, because Modal re-runs every raised exception up to the function
 
 from __future__ import annotations
 
+import asyncio
 import re
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
+
+from pydantic import ValidationError
 
 from canvascast_cli.errors import (
     AuthFailed,
@@ -57,6 +63,7 @@ from canvascast_cli.errors import (
     ContainerCrash,
     InvalidInput,
     JobFailed,
+    JobTimedOut,
     ModalUnavailable,
     NotFound,
     PayloadTooLarge,
@@ -65,9 +72,11 @@ from canvascast_cli.errors import (
     Timeout,
     from_dict,
 )
+from canvascast_cli.protocol import ErrorBody, JobResult, JobStatus, Progress
 
 MODAL_MODULES = ("modal.exception", "synchronicity.exceptions")
-DEPLOY_HINT = "is the app deployed in this environment? run `canvascast deploy`"
+DEPLOY_HINT = ("is the app deployed in this environment? deploy it from the repository: "
+               "modal deploy -m modal_functions.app (docs/modal.md)")
 MESSAGE_MAX = 600  # characters of Modal's own message kept (remote tracebacks are long)
 JOB_ID = re.compile(r"^fc-[A-Za-z0-9]{1,64}$")
 
@@ -106,8 +115,11 @@ MODAL_EXCEPTIONS: Final[dict[str, Rule]] = {
     "RequestSizeError": Rule(PayloadTooLarge, "the request is larger than Modal accepts"),
     # Timeouts.
     "TimeoutError": Rule(Timeout, "Modal timed out"),
-    "FunctionTimeoutError": Rule(Timeout, "the job ran past its function's timeout "
-                                 "(modal.toml [functions.<name>] timeout)", outcome=True),
+    # Not retried: the job said how long it may take, and another run takes as long.
+    "FunctionTimeoutError": Rule(JobTimedOut, "the job ran past its function's timeout; "
+                                 "raise `timeout` under [functions.<name>] in modal.toml "
+                                 "(or CANVASCAST_FUNCTIONS__<NAME>__TIMEOUT) and deploy "
+                                 "again", outcome=True),
     "ExecTimeoutError": Rule(Timeout, _UNUSED),
     "InteractiveTimeoutError": Rule(Timeout, _UNUSED),
     "MountUploadTimeoutError": Rule(Timeout, "uploading the app's files timed out"),
@@ -188,9 +200,10 @@ def is_job_outcome(exc: BaseException) -> bool:
     return True  # any other exception is the job's code's own (Modal re-raises it)
 
 
-def to_canvascast(exc: BaseException, *, doing: str = "",
-                  job_id: str | None = None) -> CanvasCastError:
-    """``exc`` as a canvascast error; ``doing`` says what was asked of Modal."""
+def to_canvascast(exc: BaseException, *, doing: str = "", job_id: str | None = None,
+                  function: str | None = None) -> CanvasCastError:
+    """``exc`` as a canvascast error; ``doing`` says what was asked of Modal, ``function``
+    (when known) fills the hints that name a function's settings."""
     if isinstance(exc, CanvasCastError):
         return exc
     rule = rule_for(exc)
@@ -202,7 +215,10 @@ def to_canvascast(exc: BaseException, *, doing: str = "",
     if job_id is not None and rule.error is ModalUnavailable and name == "NotFoundError":
         return NotFound(f"{prefix}no job {job_id!r} on Modal (unknown, or from another "
                         "workspace or environment)")
-    text = f"{prefix}{rule.hint} ({name}" + (f": {said})" if said else ")")
+    hint = rule.hint
+    if function:
+        hint = hint.replace("<name>", function).replace("<NAME>", function.upper())
+    text = f"{prefix}{hint} ({name}" + (f": {said})" if said else ")")
     if rule.error is RateLimited:
         return RateLimited(text)
     return rule.error(text)
@@ -215,7 +231,7 @@ def _message(exc: BaseException) -> str:
 
 
 # ---------------------------------------------------------------------------------------
-# A job's status from a FunctionCall (the Backend/Runner status dict)
+# A job's status from a FunctionCall
 
 
 class _Pending:
@@ -225,6 +241,71 @@ class _Pending:
 
 PENDING: Final = _Pending()  # FunctionCall.get raised the builtin TimeoutError
 FAILED_MARK = "canvascast_failed"  # a result that is a failure (see failure_result)
+
+
+@dataclass(frozen=True)
+class Raised:
+    """``FunctionCall.get`` raised this: kept as a value, so that a bound of the caller's
+    cannot be confused with the builtin TimeoutError that means "pending"."""
+
+    exc: BaseException
+
+
+def get_outcome(get: Callable[[], Any]) -> Any:
+    """``get()`` (a ``FunctionCall.get``) as a value: its result, PENDING, or Raised."""
+    try:
+        return get()
+    except TimeoutError:  # the builtin one: not finished yet
+        return PENDING
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except BaseException as exc:  # InputCancellation is a BaseException
+        return Raised(exc)
+
+
+async def aget_outcome(aw: Awaitable[Any]) -> Any:
+    """``get_outcome`` for ``FunctionCall.get.aio(...)``."""
+    try:
+        return await aw
+    except TimeoutError:
+        return PENDING
+    except (asyncio.CancelledError, KeyboardInterrupt, SystemExit):
+        raise
+    except BaseException as exc:
+        return Raised(exc)
+
+
+Notes = tuple[Mapping[str, Any] | None, bool]  # (progress entry, cancellation noted)
+
+
+def poll(job_id: str, outcome: Any, notes: Callable[[bool], Notes | None], *,
+         function: str | None = None, cancelled: bool = False) -> JobStatus:
+    """The job's status from what ``FunctionCall.get`` gave (``get_outcome``) and its
+    notes in the progress Dict (``notes(finished)``: None when they cannot be read;
+    progress is a nicety, the status stands without it). The one reader of a Modal job's
+    status, for the client's modal backend and for the job API on Modal alike.
+
+    A failure to ask Modal (not the job's own) is raised as its canvascast error."""
+    if isinstance(outcome, Raised):
+        if not is_job_outcome(outcome.exc):
+            raise to_canvascast(outcome.exc, doing=f"poll job {job_id}", job_id=job_id)
+        outcome = outcome.exc
+    finished = not isinstance(outcome, BaseException) and outcome is not PENDING
+    entry = None
+    if not (finished and function):  # a finished job's notes add only its function
+        read = notes(finished)
+        if read is not None:
+            entry, flagged = read
+            cancelled = cancelled or flagged
+    return call_status(job_id, outcome, function=function, entry=entry, cancelled=cancelled)
+
+
+def read_notes(get: Callable[[str], Any], job_id: str, finished: bool) -> Notes:
+    """(entry, cancelled) from the progress Dict's ``get``; a finished job is not asked
+    whether it was cancelled."""
+    entry = get(job_id)
+    flagged = False if finished else bool(get(cancel_key(job_id)))
+    return (entry if isinstance(entry, Mapping) else None), flagged
 
 
 def progress_dict_name(app_name: str) -> str:
@@ -237,9 +318,9 @@ def cancel_key(job_id: str) -> str:
     return f"cancelled:{job_id}"
 
 
-def check_job_id(job_id: str) -> str:
+def check_call_id(job_id: Any) -> str:
     """A Modal function call id (``fc-...``), or NotFound without asking Modal."""
-    if not isinstance(job_id, str) or not JOB_ID.match(job_id):
+    if not isinstance(job_id, str) or not JOB_ID.fullmatch(job_id):
         raise NotFound(f"{str(job_id)[:80]!r} is not a Modal job id (fc-...)")
     return job_id
 
@@ -251,8 +332,8 @@ def failure_result(error: CanvasCastError) -> dict[str, Any]:
 
 def call_status(job_id: str, outcome: Any, *, function: str | None = None,
                 entry: Mapping[str, Any] | None = None,
-                cancelled: bool = False) -> dict[str, Any]:
-    """The job status dict (see ``dispatch/backend.py``) for a FunctionCall.
+                cancelled: bool = False) -> JobStatus:
+    """The job status for a FunctionCall.
 
     ``outcome``: what ``FunctionCall.get`` gave: ``PENDING``, the result, or the exception
     it raised as the job's outcome. ``entry``: the job's progress Dict entry, if any.
@@ -262,33 +343,29 @@ def call_status(job_id: str, outcome: Any, *, function: str | None = None,
     entry = entry if isinstance(entry, Mapping) else None
     function = function or (str(entry["function"]) if entry and entry.get("function")
                             else None)
-    status: dict[str, Any] = {"id": job_id, "function": function, "progress": None}
+    progress = None
     if entry and entry.get("total") is not None:
-        status["progress"] = {"done": entry.get("done", 0), "total": entry.get("total"),
-                              "unit": entry.get("unit", "")}
+        progress = Progress(done=entry.get("done", 0), total=entry.get("total"),
+                            unit=entry.get("unit", ""))
+    base: dict[str, Any] = {"id": job_id, "function": function, "progress": progress}
     done = not isinstance(outcome, BaseException) and outcome is not PENDING
     if cancelled and not done:
-        status["state"] = "cancelled"
-        status["error"] = {"code": "CANCELLED", "message": f"job {job_id} was cancelled",
-                           "retryable": False}
-        return status
+        error = ErrorBody(code="CANCELLED", message=f"job {job_id} was cancelled")
+        return JobStatus(**base, state="cancelled", error=error)
     if outcome is PENDING:
         # Modal does not say whether a spawned call has a container yet; the functions
         # write a progress entry as they start, so no entry means it is still queued.
-        status["state"] = "running" if entry else "queued"
-        return status
+        return JobStatus(**base, state="running" if entry else "queued")
     if isinstance(outcome, BaseException):
-        error = to_canvascast(outcome, doing=f"job {job_id}")
-        status.update(state="failed", error=error.to_dict())
-        return status
+        failed = to_canvascast(outcome, doing=f"job {job_id}", function=function)
+        return JobStatus(**base, state="failed", error=ErrorBody.of(failed))
     if isinstance(outcome, Mapping) and outcome.get(FAILED_MARK):
-        error = from_dict(outcome.get("error") or {"code": "JOB_FAILED"})
-        status.update(state="failed", error=error.to_dict())
-        return status
-    if not isinstance(outcome, Mapping):
-        error = JobFailed(f"job {job_id} returned {type(outcome).__name__}, not a result "
-                          "(is this canvascast the version that was deployed?)")
-        status.update(state="failed", error=error.to_dict())
-        return status
-    status.update(state="done", result=dict(outcome))
-    return status
+        failed = from_dict(outcome.get("error") or {"code": "JOB_FAILED"})
+        return JobStatus(**base, state="failed", error=ErrorBody.of(failed))
+    try:
+        result = JobResult.model_validate(outcome)
+    except ValidationError:
+        failed = JobFailed(f"job {job_id} returned {type(outcome).__name__}, not a result "
+                           "(is this canvascast the version that was deployed?)")
+        return JobStatus(**base, state="failed", error=ErrorBody.of(failed))
+    return JobStatus(**base, state="done", result=result)

@@ -1,11 +1,15 @@
-"""Retries: which failures, how many times, how long between — one policy, with tenacity.
+"""Retries: which failures, how many times, how long between — the one policy, with tenacity.
+
+Every caller that retries uses this (the job API and Modal backends, the dispatcher's job
+attempts, image downloads of a timeline, the Gemini provider): there is no other backoff.
 
 Retried: ``errors.is_retryable`` failures (TIMEOUT, CONTAINER_CRASH, RATE_LIMITED,
 SERVER_ERROR, CONNECTION_FAILED, MODAL_UNAVAILABLE) — never INVALID_INPUT or AUTH.
 Waits: 1 s x 2^n capped at 30 s, plus up to 10 % jitter so many clients do not retry in
-step; a ``Retry-After`` (seconds or an HTTP date) is honoured up to ``RETRY_AFTER_MAX``.
-``sleep``, ``clock`` and the jitter's random source are injectable: tests record delays
-instead of sleeping.
+step; a server's hint (``RateLimited.retry_after``, read from a ``Retry-After`` header in
+seconds or as an HTTP date by ``retry_after``) is honoured up to ``RETRY_AFTER_MAX``.
+``sleep`` and the jitter's random source are injectable: tests record delays instead of
+sleeping. A leaf module: it imports only ``errors`` (and tenacity).
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ from __future__ import annotations
 import email.utils
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -29,8 +33,19 @@ JITTER = 0.1  # share of the delay added at random
 RETRY_AFTER_MAX = 120.0  # a server asking for longer is treated as unavailable
 
 
+def retry_after(headers: Mapping[str, str] | None, *, now: float | None = None
+                ) -> float | None:
+    """Seconds a response asks the client to wait (its ``Retry-After`` header), or None.
+
+    ``headers``: any case-insensitive mapping (``httpx.Headers``, a requests/genai
+    response's headers). ``now``: the clock to measure an HTTP date against."""
+    if headers is None:
+        return None
+    return parse_retry_after(headers.get("retry-after"), now=now)
+
+
 def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
-    """Seconds to wait from a ``Retry-After`` header: delta-seconds or an HTTP date."""
+    """Seconds to wait from a ``Retry-After`` value: delta-seconds or an HTTP date."""
     if not value:
         return None
     value = value.strip()
