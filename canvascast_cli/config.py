@@ -133,6 +133,23 @@ class InputsConfig(_Strict):
     download_max_mb: int = Field(64, ge=1, le=4096, description="Largest download, MiB.")
 
 
+class RetentionConfig(_Strict):
+    """How long history and stored bytes are kept. The ledger is pruned as it is written;
+    the job API's blob store at start-up, after uploads and every ``prune_interval``."""
+
+    ledger_days: float = Field(90.0, gt=0, le=3650,
+                               description="Ledger rows older than this are deleted.")
+    ledger_max_rows: int = Field(200_000, ge=1000, le=100_000_000,
+                                 description="At most this many ledger rows (oldest go).")
+    blobs_days: float = Field(7.0, gt=0, le=3650,
+                              description="Blobs unused for longer are deleted (job API).")
+    blobs_max_gb: float = Field(50.0, gt=0, le=100_000,
+                                description="The blob store's size cap, GB (least recently "
+                                "used go first).")
+    prune_interval: int = Field(600, ge=10, le=86400,
+                                description="Seconds between blob store prunes.")
+
+
 Day = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 _DAYS: tuple[Day, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 FunctionName = Literal["generate_images", "render_video", "transcribe_audio"]
@@ -179,6 +196,7 @@ class Settings(_Strict):
     inputs: InputsConfig = InputsConfig()
     warm: WarmConfig = WarmConfig()
     pricing: PricingConfig = PricingConfig()
+    retention: RetentionConfig = RetentionConfig()
 
     @model_validator(mode="after")
     def _windows_fit(self) -> Settings:
@@ -189,6 +207,12 @@ class Settings(_Strict):
                 problems.append(
                     f"warm.windows[{i}].min_containers: {window.min_containers} is more than "
                     f"functions.{window.function}.max_containers ({cap})")
+        longest = max(getattr(self.functions, name).timeout for name in
+                      ("render_video", "transcribe_audio", "generate_images"))
+        if self.retention.blobs_days * 86400 < 2 * longest:
+            problems.append(f"retention.blobs_days: {self.retention.blobs_days:g} days is "
+                            f"shorter than twice the longest function timeout ({longest} s): "
+                            "a job's inputs could go while it runs")
         if problems:
             raise ValueError("\n".join(problems))
         return self

@@ -17,7 +17,7 @@ import json
 import math
 import re
 import typing
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -314,6 +314,15 @@ class Timeline(_Model):
     music: Annotated[Music | None, _shorthand("path", type="string", minLength=1)] = None
     captions: Captions | None = None
 
+    @model_validator(mode="before")
+    @classmethod
+    def _not_too_many_scenes(cls, data: Any) -> Any:
+        # Before each scene is validated: a 740,000-scene file is refused at once.
+        scenes = data.get("scenes") if isinstance(data, dict) else None
+        if isinstance(scenes, list) and len(scenes) > MAX_SCENES:
+            raise ValueError(f"scenes: {len(scenes):,} scenes; at most {MAX_SCENES:,}")
+        return data
+
     @model_validator(mode="after")
     def _transitions_fit(self) -> Timeline:
         problems = []
@@ -396,23 +405,31 @@ def parse_timeline(data: Any, *, source: str = "timeline") -> Timeline:
     try:
         return Timeline.model_validate(data)
     except ValidationError as exc:
-        details = []
-        for err in exc.errors(include_url=False):
-            loc = _loc(err["loc"])
-            message = err["msg"].removeprefix("Value error, ")
-            if err["type"] == "extra_forbidden":
-                message = "unknown field"
-            elif err["type"] == "missing":
-                message = "required field is missing"
-            elif loc == "scenes" and err["type"] == "too_short":
-                message = "the scene list is empty: give at least one scene"
-            elif err["type"].endswith("_type") and "input" in err:
-                message += f" (got {_brief(err['input'])})"
-            # A model-level validator reports several problems, one per line.
-            for part in message.splitlines():
-                details.append(f"{loc}: {part}" if loc else part)
+        details = validation_problems(exc.errors(include_url=False))
         noun = "problem" if len(details) == 1 else "problems"
         raise InvalidInput(f"{source}: {len(details)} {noun}", details=details) from None
+
+
+def validation_problems(errors: Iterable[Mapping[str, Any]]) -> list[str]:
+    """One ``field.path: what is wrong`` line per problem pydantic found (``.errors()`` of
+    a ValidationError: timelines, job payloads): the messages the CLI and the job API both
+    show."""
+    details = []
+    for err in errors:
+        loc = _loc(err["loc"])
+        message = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            message = "unknown field"
+        elif err["type"] == "missing":
+            message = "required field is missing"
+        elif loc.endswith("scenes") and err["type"] == "too_short":
+            message = "the scene list is empty: give at least one scene"
+        elif err["type"].endswith("_type") and "input" in err:
+            message += f" (got {_brief(err['input'])})"
+        # A model-level validator reports several problems, one per line.
+        for part in message.splitlines():
+            details.append(f"{loc}: {part}" if loc else part)
+    return details
 
 
 def _brief(value: Any) -> str:

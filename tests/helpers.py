@@ -144,3 +144,44 @@ def decode_audio(path: Path, rate: int = 48000) -> np.ndarray:
         for res in resampler.resample(None):
             out.append(res.to_ndarray().reshape(-1))
     return np.concatenate(out) if out else np.zeros(0, np.float32)
+
+
+# ---------------------------------------------------------------------------------------
+# An ASGI app as a synchronous httpx transport (the job API in-process)
+
+
+class ASGIBridge:
+    """``httpx.ASGITransport`` (async only) behind the synchronous transport interface, so
+    a synchronous client — the HTTP backend — talks to the job API in-process: each
+    request runs the app on a private event loop and reads the whole response."""
+
+    def __init__(self, app: Any) -> None:
+        import asyncio
+
+        import httpx
+
+        self._asgi = httpx.ASGITransport(app=app)
+        self._loop = asyncio.new_event_loop()
+
+    def handle_request(self, request: Any) -> Any:
+        import httpx
+
+        async def send() -> Any:
+            body = b"".join([chunk for chunk in request.stream])
+            copy = httpx.Request(request.method, request.url, headers=request.headers,
+                                 content=body, extensions=request.extensions)
+            response = await self._asgi.handle_async_request(copy)
+            content = b"".join([chunk async for chunk in response.stream])
+            return httpx.Response(response.status_code, headers=response.headers,
+                                  content=content, extensions=response.extensions)
+
+        return self._loop.run_until_complete(send())
+
+    def close(self) -> None:
+        self._loop.close()
+
+    def __enter__(self) -> ASGIBridge:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()

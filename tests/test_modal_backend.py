@@ -36,7 +36,7 @@ from canvascast_cli.dispatch.modal_errors import (
     is_job_outcome,
     to_canvascast,
 )
-from canvascast_cli.dispatch.retry import RetryPolicy
+from canvascast_cli.retry import RetryPolicy
 from canvascast_cli.errors import (
     ERRORS,
     AuthFailed,

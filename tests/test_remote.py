@@ -169,7 +169,7 @@ def test_bad_requests_are_400_never_500(served: str) -> None:
     assert bad_timeline.status_code == 400
     body = bad_timeline.json()
     assert body["success"] is False and body["error"]["code"] == "INVALID_INPUT"
-    assert body["error"]["details"] == ["scenes: the scene list is empty: give at least one "
+    assert body["error"]["details"] == ["timeline.scenes: the scene list is empty: give at least one "
                                         "scene"]
     server_path = httpx.post(f"{served}/v1/jobs/render_video", headers=headers,
                              json={"timeline": {"scenes": [{"image": "/etc/passwd",
@@ -200,7 +200,7 @@ def test_bad_requests_are_400_never_500(served: str) -> None:
 class Fault:
     method: str
     path: str  # a prefix of the request path
-    action: str  # status | slow | reset | garbage | corrupt
+    action: str  # status | bare | notenvelope | slow | reset | garbage | corrupt
     status: int = 500
     headers: dict[str, str] = field(default_factory=dict)
     times: int = 1  # how many matching requests it hits (-1: all)
@@ -233,6 +233,14 @@ class FaultyApp:
                                     *[(k.encode(), v.encode()) for k, v in
                                       fault.headers.items()]]})
             await send({"type": "http.response.body", "body": body})
+        elif fault.action == "bare":  # a status from something that is not the job API
+            await send({"type": "http.response.start", "status": fault.status,
+                        "headers": [(b"content-type", b"text/plain")]})
+            await send({"type": "http.response.body", "body": b"Not Found"})
+        elif fault.action == "notenvelope":
+            await send({"type": "http.response.start", "status": 200,
+                        "headers": [(b"content-type", b"application/json")]})
+            await send({"type": "http.response.body", "body": b'{"id": "x"}'})
         elif fault.action == "garbage":
             await send({"type": "http.response.start", "status": 200,
                         "headers": [(b"content-type", b"text/html")]})
@@ -404,11 +412,32 @@ def test_reset_mid_body_is_retried(cli, faulty: Faulty, services, media: Path) -
         Path("out.mp4").read_bytes()).hexdigest()
 
 
-def test_malformed_json_is_retried(cli, faulty: Faulty, services, media: Path) -> None:  # type: ignore[no-untyped-def]
-    faulty.plan(Fault("POST", "/v1/jobs/", "garbage"))
-    result = cli("--json", "render", tiny_timeline(media), "-o", "out.mp4", "--remote")
-    assert result.exit_code == 0, result.stdout
-    assert faulty.count("POST", "/v1/jobs/") == 2
+@pytest.mark.parametrize("fault", [Fault("POST", "/v1/jobs/", "garbage"),
+                                   Fault("POST", "/v1/jobs/", "notenvelope"),
+                                   Fault("POST", "/v1/jobs/", "bare", 404),
+                                   Fault("POST", "/v1/jobs/", "bare", 400),
+                                   Fault("POST", "/v1/jobs/", "bare", 405)],
+                         ids=["html-200", "json-200", "404", "400", "405"])
+def test_an_answer_that_is_not_the_job_api_is_one_request_and_exit_2(
+        cli, faulty: Faulty, services, media: Path, fault: Fault) -> None:  # type: ignore[no-untyped-def]
+    """A proxy's page, a wrong URL, a plain 4xx: the caller's to fix. Never retried, never
+    counted against the breaker, no fallback that would hide it; the status and the
+    endpoint are named."""
+    faulty.plan(fault)
+    result = cli("--json", "render", tiny_timeline(media), "-o", "out.mp4")
+    assert result.exit_code == 2, result.stdout
+    error = result.json()["error"]
+    assert error["code"] == "UNEXPECTED_RESPONSE" and error["retryable"] is False
+    assert faulty.url in error["message"] and "/v1/jobs/render_video" in error["message"]
+    if fault.action == "bare":
+        assert f"HTTP {fault.status}" in error["message"]
+    assert faulty.count("POST", "/v1/jobs/") == 1
+    assert services.sleeps == []  # no backoff at all
+    assert not Path("out.mp4").exists()
+    from canvascast_cli.dispatch.breaker import SQLiteStorage
+    from canvascast_cli.dispatch.state import StateDB
+
+    assert SQLiteStorage(StateDB()).get("http:render_video").failures == 0
 
 
 def test_wrong_sha256_is_fetched_again_then_fails_with_nothing_written(  # type: ignore[no-untyped-def]
@@ -557,7 +586,7 @@ def test_a_remote_image_batch_out_of_gpu_memory_is_split(cli, faulty: Faulty, se
             count = len(json.loads(body)["requests"])
             sizes.append(count)
             if count > 1:  # this "GPU" fits one image at a time
-                job_id = f"job-oom-{len(sizes)}"
+                job_id = f"job-{len(sizes):032x}"
                 oom_jobs.add(job_id)
                 await _reply(send, 202, {"id": job_id, "function": "generate_images",
                                          "state": "queued"})
@@ -614,7 +643,7 @@ def test_local_never_touches_the_network(cli, media: Path, monkeypatch) -> None:
 
 
 def test_retry_after_as_an_http_date() -> None:
-    from canvascast_cli.dispatch.retry import RetryPolicy, parse_retry_after
+    from canvascast_cli.retry import RetryPolicy, parse_retry_after
     from canvascast_cli.errors import RateLimited, ServerError
 
     now = 1_800_000_000.0

@@ -20,7 +20,15 @@ import typer
 from typer.core import TyperGroup
 
 from canvascast_cli import __version__, env
-from canvascast_cli.cli import config_cmd, images, jobs, render, serve, transcribe
+from canvascast_cli.cli import (
+    config_cmd,
+    images,
+    jobs_cmd,
+    models_cmd,
+    render,
+    serve,
+    transcribe,
+)
 from canvascast_cli.cli.context import Application
 from canvascast_cli.cli.output import Output
 from canvascast_cli.errors import EXIT_CODES_HELP, EXIT_USAGE, InvalidInput
@@ -64,6 +72,13 @@ def _usage_error(exc: typer.TyperException, argv: Sequence[str]) -> int:
         rich_utils.rich_format_error(exc)  # type: ignore[arg-type]
         return int(code)
     message = exc.format_message().replace("Value error, ", "")
+    context = getattr(exc, "ctx", None)
+    if type(exc).__name__ == "NoArgsIsHelpError" and context is not None:
+        # A command group without its sub-command: the help text is no JSON message.
+        names = sorted(getattr(context.command, "commands", {}) or {})
+        message = (f"{context.command_path}: give a command" +
+                   (f": {', '.join(names)}" if names else "") +
+                   f" (see {context.command_path} --help)")
     Output(json=True).error(InvalidInput(message))
     return EXIT_USAGE
 
@@ -146,8 +161,8 @@ app.command(
     short_help="Run the job API locally (the same app Modal hosts).",
     rich_help_panel="Operations",
 )(serve.serve_command)
-app.add_typer(jobs.app, name="jobs", rich_help_panel="Operations")
-app.add_typer(transcribe.models_app, name="models", rich_help_panel="Operations")
+app.add_typer(jobs_cmd.app, name="jobs", rich_help_panel="Operations")
+app.add_typer(models_cmd.app, name="models", rich_help_panel="Operations")
 app.add_typer(config_cmd.app, name="config", rich_help_panel="Operations")
 
 

@@ -108,7 +108,7 @@ def images_command(
         if choice.name == "local":
             engine = local_provider()
         else:
-            from canvascast_cli.dispatch.jobs import DispatchedProvider
+            from canvascast_cli.dispatch.remote_jobs import DispatchedProvider
 
             engine = DispatchedProvider(job.provider, job.model, chosen_style.palette or None,
                                         make_dispatcher(application, choice, config,

@@ -1,5 +1,6 @@
-"""What the job commands share about where a job runs: backend choice, the dispatcher,
-and the progress of a remote job on a terminal (uploading, queued, running, downloading).
+"""What the job commands share about where a job runs: the plan (backend and config, read
+once), the dispatcher, and the progress of a job on a terminal (uploading, queued,
+running, downloading).
 """
 
 from __future__ import annotations
@@ -10,42 +11,41 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
-from canvascast_cli import env
 from canvascast_cli.cli.context import Application
-from canvascast_cli.errors import AuthFailed, ConfigError, InvalidInput, ModalUnavailable
+from canvascast_cli.errors import ConfigError, InvalidInput, ModalUnavailable
 
 if TYPE_CHECKING:
     from canvascast_cli.config import Config
     from canvascast_cli.dispatch.backend import Backend, Choice
-    from canvascast_cli.dispatch.dispatcher import Dispatcher
+    from canvascast_cli.dispatch.dispatcher import Dispatcher, Stages
+    from canvascast_cli.retry import RetryPolicy
 
 
 def plan_backend(application: Application, requested: str, *, local: bool, remote: bool
                  ) -> tuple[Choice, Config]:
-    """The backend this run uses and the config it runs with.
+    """The backend this run uses and the config it runs with, from the flags, the
+    environment and modal.toml — each read once, here.
 
     A run that stays local tolerates a broken modal.toml (warned, defaults used); a run
     that may go remote needs a valid one.
     """
-    from canvascast_cli.dispatch.backend import Choice, choose, modal_token_configured
+    from canvascast_cli.dispatch.backend import Choice, choose, remote_configured
 
-    environ = _environ(application)
+    environ = environ_of(application)
     if local and remote:
         raise InvalidInput("--local and --remote: give one")
+    if remote and requested == "local":
+        raise InvalidInput("--remote and --backend local: give one")
     if local or requested == "local":
-        if remote:
-            raise InvalidInput("--remote with --backend local: give one")
-        return Choice("local", "--local"), application.local_config()
+        return Choice("local", "--local" if local else "--backend local"), \
+            application.local_config()
     try:
         config = application.config()
     except ConfigError:
-        remote_configured = bool(environ.get(env.MODAL_ENDPOINT)) or \
-            modal_token_configured(environ)
-        if requested != "auto" or remote or remote_configured:
+        if requested != "auto" or remote or remote_configured(environ, None):
             raise
         return Choice("local", "no remote configured"), application.local_config()
-    endpoint = environ.get(env.MODAL_ENDPOINT) or config.settings.app.endpoint
-    choice = choose(requested, environ, endpoint)
+    choice = choose(requested, environ, config.settings)
     if choice.name == "local":
         if remote:
             raise ModalUnavailable(f"--remote: {choice.reason}")
@@ -54,57 +54,33 @@ def plan_backend(application: Application, requested: str, *, local: bool, remot
 
 
 def make_dispatcher(application: Application, choice: Choice, config: Config, *,
-                    remote_only: bool, stages: Any = None) -> Dispatcher:
-    from canvascast_cli.dispatch.dispatcher import Dispatcher
+                    remote_only: bool, stages: Stages | None = None) -> Dispatcher:
+    from canvascast_cli.dispatch.dispatcher import Dispatcher, Silent
 
-    services = application.services
+    services, out = application.services, application.out
     return Dispatcher(
         settings=config.settings, choice=choice, remote_only=remote_only,
-        make_backend=lambda name, attempts: make_backend(application, name, config,
-                                                         attempts=attempts),
-        stages=stages if stages is not None else _NoStages(),
-        note=application.out.note, sleep=services.sleep, clock=services.clock)
+        make_backend=lambda chosen, retry: open_backend(application, chosen, config, retry),
+        stages=stages if stages is not None else Silent(),
+        note=out.note, warn=out.warn, debug=out.debug, sleep=services.sleep,
+        clock=services.clock)
 
 
-def make_backend(application: Application, name: str, config: Config, *,
-                 attempts: int = 3) -> Backend:
-    environ = _environ(application)
+def open_backend(application: Application, choice: Choice, config: Config,
+                 retry: RetryPolicy | None = None) -> Backend:
+    """The remote backend ``choice`` names, with this application's services."""
+    from canvascast_cli.dispatch import backend
+    from canvascast_cli.retry import RetryPolicy
+
     services = application.services
-    if name == "http":
-        from canvascast_cli.dispatch.http import HttpBackend
-        from canvascast_cli.dispatch.retry import RetryPolicy
-
-        endpoint = environ.get(env.MODAL_ENDPOINT) or config.settings.app.endpoint
-        if not endpoint:
-            raise InvalidInput(f"--backend http: set {env.MODAL_ENDPOINT} (or [app] endpoint "
-                               "in modal.toml) to the job API's URL")
-        token = environ.get(env.MODAL_TOKEN, "").strip()
-        if not token:
-            raise AuthFailed(f"the http backend needs {env.MODAL_TOKEN} (the job API's "
-                             "bearer token)")
-        return HttpBackend(endpoint, token, transport=services.transport,
-                           retry=RetryPolicy(attempts=attempts, sleep=services.sleep),
-                           timeout=services.http_timeout, clock=services.clock)
-    if name == "modal":
-        from canvascast_cli.dispatch.modal_backend import ModalBackend
-        from canvascast_cli.dispatch.retry import RetryPolicy
-
-        return ModalBackend.from_settings(
-            config.settings, retry=RetryPolicy(attempts=attempts, sleep=services.sleep))
-    raise InvalidInput(f"--backend: {name!r}; allowed: auto, local, http, modal")
+    return backend.open_backend(
+        choice, config.settings, retry=retry or RetryPolicy(sleep=services.sleep),
+        transport=services.transport, timeout=services.http_timeout, clock=services.clock)
 
 
-def _environ(application: Application) -> Any:
+def environ_of(application: Application) -> Any:
     return application.services.environ if application.services.environ is not None \
         else os.environ
-
-
-class _NoStages:
-    def stage(self, name: str, total: float | None, unit: str) -> None:
-        return None
-
-    def update(self, done: float, total: float | None = None) -> None:
-        return None
 
 
 class BarStages:
@@ -138,9 +114,11 @@ class BarStages:
 def stages_for(application: Application, first: str, total: float | None, unit: str
                ) -> Iterator[Any]:
     """A ``BarStages`` on a terminal; a silent one otherwise (``--json``, pipes)."""
+    from canvascast_cli.dispatch.dispatcher import Silent
+
     progress = application.out.progress()
     if progress is None:
-        yield _NoStages()
+        yield Silent()
         return
     with progress:
         yield BarStages(progress, first, total, unit)

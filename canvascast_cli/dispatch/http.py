@@ -1,20 +1,25 @@
 """The HTTP backend: the job API (`canvascast serve`, or the app Modal hosts) over httpx.
 
-Every request is retried by the ``RetryPolicy`` on transient failures and every failure
-leaves here as a ``canvascast_cli.errors`` class, mapped in one place (``_request``):
+Every request is retried by the ``RetryPolicy`` on transient failures, and every failure
+leaves here as a ``canvascast_cli.errors`` class through the one httpx mapping
+(``canvascast_cli.net``, with the job API's reading of statuses, ``net.JOB_API``):
 
-    connect error, reset, protocol error     -> ConnectionFailed   (retryable)
-    read/write/pool timeout                  -> Timeout            (retryable)
-    401 / 403                                -> AuthFailed         (exit 3, not retried)
-    413                                      -> PayloadTooLarge
-    429 (+ Retry-After)                      -> RateLimited        (retryable, hint kept)
-    502 / 503 / 504                          -> ModalUnavailable   (retryable, exit 3)
-    other 5xx                                -> ServerError        (retryable)
-    an envelope with an error                -> that error's own class (errors.from_dict)
-    a body that is not the envelope          -> ServerError        (retryable)
+    connect error, reset, protocol error      -> ConnectionFailed    (retryable)
+    read/write/pool timeout, 408              -> Timeout             (retryable)
+    our envelope with an error                -> that error's own class (errors.from_dict)
+    401 / 403                                 -> AuthFailed          (exit 3, not retried)
+    413                                       -> PayloadTooLarge
+    429 (+ Retry-After)                       -> RateLimited         (retryable, hint kept)
+    502 / 503 / 504                           -> ModalUnavailable    (retryable, exit 3)
+    other 5xx                                 -> ServerError         (retryable)
+    any other 4xx or 3xx without our envelope,
+    a 2xx that is not our envelope (a proxy's
+    page, a wrong URL)                        -> UnexpectedResponse  (exit 2, never retried:
+                                                                      one request, no breaker)
 
-The token is sent in a header and never appears in a message: errors name the endpoint
-and the route, nothing else of the request.
+Bodies are read and written as the wire format's models. The token is sent in a header
+and never appears in a message: errors name the endpoint and the route, nothing else of
+the request. Job ids are checked before they go into a URL.
 """
 
 from __future__ import annotations
@@ -24,26 +29,30 @@ import json
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+from urllib.parse import quote
 
 import httpx
+from pydantic import BaseModel, ValidationError
 
 from canvascast_cli import __version__
-from canvascast_cli.dispatch.retry import RetryPolicy, parse_retry_after
-from canvascast_cli.errors import (
-    AuthFailed,
-    CanvasCastError,
-    ConnectionFailed,
-    IntegrityError,
-    ModalUnavailable,
-    PayloadTooLarge,
-    RateLimited,
-    ServerError,
-    Timeout,
-    from_dict,
+from canvascast_cli.errors import CanvasCastError, IntegrityError, UnexpectedResponse, from_dict
+from canvascast_cli.net import JOB_API, status_error, transport_error
+from canvascast_cli.protocol import (
+    API,
+    CHUNK,
+    BlobStored,
+    JobStatus,
+    MissingReply,
+    Payload,
+    Submitted,
+    check_job_id,
+    check_sha256,
+    function,
 )
+from canvascast_cli.retry import RetryPolicy
 
-CHUNK = 1 << 20
+M = TypeVar("M", bound=BaseModel)
 Bytes = Callable[[int], None]  # bytes moved so far in this transfer
 
 
@@ -70,17 +79,15 @@ class HttpBackend:
 
     # -- the job API ----------------------------------------------------------------
 
-    def health(self) -> dict[str, Any]:
-        return self._call("GET", "/v1/health")
-
     def missing(self, shas: list[str]) -> list[str]:
         if not shas:
             return []
-        data = self._call("POST", "/v1/blobs/missing", json={"sha256": shas})
-        return list(data.get("missing") or [])
+        reply = self._call(MissingReply, "POST", "/blobs/missing", json={"sha256": shas})
+        return list(reply.missing)
 
     def upload(self, sha: str, path: Path, on_bytes: Bytes | None = None) -> int:
         """PUT one file (streamed); the server checks its hash."""
+        check_sha256(sha)
 
         def once() -> int:
             sent = 0
@@ -94,39 +101,48 @@ class HttpBackend:
                             on_bytes(sent)
                         yield chunk
 
-            self._request("PUT", f"/v1/blobs/{sha}", content=chunks(),
+            self._request(BlobStored, "PUT", f"/blobs/{sha}", content=chunks(),
                           headers={"Content-Length": str(path.stat().st_size),
                                    "Content-Type": "application/octet-stream"})
             return sent
 
         return self.retry.call(once)
 
-    def submit(self, function: str, payload: dict[str, Any]) -> str:
+    def submit(self, function_name: str, payload: Payload) -> str:
+        function(function_name)
         # One key for this submission and all its retried requests: a reply lost on the
         # way back never starts a second job.
         key = uuid.uuid4().hex
-        data = self._call("POST", f"/v1/jobs/{function}", json=payload,
-                          headers={"Idempotency-Key": key})
-        return str(data["id"])
+        reply = self._call(Submitted, "POST", f"/jobs/{function_name}",
+                           content=payload.model_dump_json().encode(),
+                           headers={"Idempotency-Key": key,
+                                    "Content-Type": "application/json"})
+        return reply.id
 
-    def status(self, job_id: str, wait: float = 0.0) -> dict[str, Any]:
-        return self._call("GET", f"/v1/jobs/{job_id}", params={"wait": wait},
+    def status(self, job_id: str, wait: float = 0.0) -> JobStatus:
+        return self._call(JobStatus, "GET", f"/jobs/{_segment(job_id)}", params={"wait": wait},
                           timeout=wait + 30.0)
 
-    def cancel(self, job_id: str) -> dict[str, Any]:
-        return self._call("DELETE", f"/v1/jobs/{job_id}")
+    def cancel(self, job_id: str) -> JobStatus:
+        return self._call(JobStatus, "DELETE", f"/jobs/{_segment(job_id)}")
+
+    def health(self) -> dict[str, Any]:
+        response = self._client.get(f"/{API}/health")
+        return dict(response.json().get("data") or {})
 
     def download(self, sha: str, into: Path, on_bytes: Bytes | None = None) -> int:
-        """GET a blob into the open-for-writing file ``into``; its sha256 must match."""
+        """GET a blob into the file ``into``; its sha256 must match."""
+        check_sha256(sha)
+        route = f"/{API}/blobs/{sha}"
 
         def once() -> int:
             digest, size = hashlib.sha256(), 0
             with into.open("wb") as out:
                 try:
-                    with self._client.stream("GET", f"/v1/blobs/{sha}") as response:
+                    with self._client.stream("GET", route) as response:
                         if response.status_code != 200:
                             response.read()
-                            raise self._status_error(response, f"GET /v1/blobs/{sha}")
+                            raise self._status_error(response, f"GET {route}")
                         for chunk in response.iter_bytes(CHUNK):
                             digest.update(chunk)
                             out.write(chunk)
@@ -134,7 +150,7 @@ class HttpBackend:
                             if on_bytes is not None:
                                 on_bytes(size)
                 except httpx.HTTPError as exc:
-                    raise self._transport_error(exc, f"GET /v1/blobs/{sha}") from None
+                    raise transport_error(exc, f"{self.endpoint}: GET {route}") from None
             if digest.hexdigest() != sha:
                 raise IntegrityError(f"downloaded {size:,} bytes hash to {digest.hexdigest()}, "
                                      f"not {sha}")
@@ -144,64 +160,52 @@ class HttpBackend:
 
     # -- one request, mapped ----------------------------------------------------------
 
-    def _call(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
-        return self.retry.call(self._request, method, path, **kwargs)
+    def _call(self, model: type[M], method: str, path: str, **kwargs: Any) -> M:
+        return self.retry.call(self._request, model, method, path, **kwargs)
 
-    def _request(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
-        route = f"{method} {path.split('?')[0]}"
+    def _request(self, model: type[M], method: str, path: str, **kwargs: Any) -> M:
+        path = f"/{API}{path}"
+        route = f"{method} {path}"
         try:
             response = self._client.request(method, path, **kwargs)
         except httpx.HTTPError as exc:
-            raise self._transport_error(exc, route) from None
+            raise transport_error(exc, f"{self.endpoint}: {route}") from None
         if response.status_code >= 300:
             raise self._status_error(response, route)
-        try:
-            doc = response.json()
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            raise ServerError(f"{self.endpoint}: {route} answered HTTP "
-                              f"{response.status_code} with a body that is not JSON") from None
+        doc = _json(response)
         if not isinstance(doc, dict) or "success" not in doc:
-            raise ServerError(f"{self.endpoint}: {route}: the response is not the job API's "
-                              "envelope (is MODAL_ENDPOINT the job API?)")
+            raise UnexpectedResponse(
+                f"{self.endpoint}: {route} answered HTTP {response.status_code} with "
+                f"{'JSON that is not' if doc is not None else 'a body that is not'} the job "
+                f"API's envelope ({JOB_API.client_hint})")
         if not doc["success"]:
             raise _envelope_error(doc, f"{route}: ")
-        data = doc.get("data")
-        return data if isinstance(data, dict) else {"value": data}
-
-    def _transport_error(self, exc: httpx.HTTPError, route: str) -> CanvasCastError:
-        kind = type(exc).__name__
-        if isinstance(exc, httpx.TimeoutException):
-            return Timeout(f"{self.endpoint}: {route}: no answer in time ({kind})")
-        return ConnectionFailed(f"cannot reach {self.endpoint}: {route}: {kind}")
+        try:
+            return model.model_validate(doc.get("data"))
+        except ValidationError as exc:
+            raise UnexpectedResponse(
+                f"{self.endpoint}: {route}: the reply is not the {model.__name__} this "
+                f"canvascast expects ({exc.error_count()} problem(s); is the server a "
+                "compatible version?)") from None
 
     def _status_error(self, response: httpx.Response, route: str) -> CanvasCastError:
-        code = response.status_code
-        said = f"{self.endpoint}: {route} answered HTTP {code}"
-        try:
-            doc = response.json()
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            doc = None
-        if isinstance(doc, dict) and isinstance(doc.get("error"), dict):
-            error = _envelope_error(doc, f"{route}: ")
-        else:
-            error = None
-        if code in (401, 403):
-            return error if isinstance(error, AuthFailed) else AuthFailed(
-                f"{said}: the token was refused (check MODAL_TOKEN)")
-        if code == 413:
-            return error if isinstance(error, PayloadTooLarge) else PayloadTooLarge(said)
-        if code == 429:
-            hint = parse_retry_after(response.headers.get("retry-after"),
-                                     now=self._clock() if self._clock else None)
-            return RateLimited(f"{said}: rate limited", retry_after=hint)
-        if code in (502, 503, 504):
-            return ModalUnavailable(f"{said}: the service is unavailable")
-        if code >= 500:
-            return ServerError(f"{said}" + (f": {error.message}" if error else ""))
-        if code in (301, 302, 303, 307, 308):
-            return ServerError(f"{said} (a redirect: is the request longer than the host "
-                               "allows?)")
-        return error or ServerError(said)
+        doc = _json(response)
+        said = _envelope_error(doc, f"{route}: ") if isinstance(doc, dict) and isinstance(
+            doc.get("error"), dict) else None
+        return status_error(response.status_code, response.headers,
+                            f"{self.endpoint}: {route}", JOB_API, said=said, clock=self._clock)
+
+
+def _segment(job_id: str) -> str:
+    """A job id, checked and escaped, as one path segment."""
+    return quote(check_job_id(job_id), safe="")
+
+
+def _json(response: httpx.Response) -> Any:
+    try:
+        return response.json()
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return None
 
 
 def _envelope_error(doc: dict[str, Any], prefix: str) -> CanvasCastError:

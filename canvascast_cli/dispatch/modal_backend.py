@@ -32,16 +32,6 @@ from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path, PurePosixPath
 from typing import Any, TypeVar
 
-from canvascast_cli.dispatch.modal_errors import (
-    PENDING,
-    call_status,
-    cancel_key,
-    check_job_id,
-    is_job_outcome,
-    progress_dict_name,
-    to_canvascast,
-)
-from canvascast_cli.dispatch.retry import RetryPolicy
 from canvascast_cli.errors import (
     CanvasCastError,
     IntegrityError,
@@ -51,19 +41,32 @@ from canvascast_cli.errors import (
     Timeout,
     from_os_error,
 )
+from canvascast_cli.protocol import (
+    JobStatus,
+    Payload,
+    blob_path,
+    check_sha256,
+    function,
+    sha256_file,
+)
+from canvascast_cli.protocol.modal_calls import (
+    Notes,
+    aget_outcome,
+    cancel_key,
+    check_call_id,
+    poll,
+    progress_dict_name,
+    read_notes,
+    to_canvascast,
+)
+from canvascast_cli.retry import RetryPolicy
 
 T = TypeVar("T")
 Bytes = Callable[[int], None]
 
-FUNCTIONS = ("render_video", "transcribe_audio", "generate_images")
 CALL_TIMEOUT = 15.0  # seconds one SDK call may take (the SDK alone waits ~60 s offline)
 MIN_RATE = 1 << 20  # bytes/s a transfer is allowed at worst before it counts as hung
 LISTING_CONCURRENCY = 16
-
-
-def blob_path(sha: str) -> str:
-    """Where blob ``sha`` lives on the Volume (the job API's BlobStore layout)."""
-    return f"blobs/{sha[:2]}/{sha}"
 
 
 class ModalBackend:
@@ -112,8 +115,6 @@ class ModalBackend:
     # -- Backend --------------------------------------------------------------------
 
     def missing(self, shas: list[str]) -> list[str]:
-        from canvascast_cli.server.blobs import check_sha256
-
         wanted = list(dict.fromkeys(check_sha256(s, field="sha256[]") for s in shas))
         if not wanted:
             return []
@@ -127,8 +128,6 @@ class ModalBackend:
 
     def upload(self, sha: str, path: Path, on_bytes: Bytes | None = None) -> int:
         """Put ``path`` on the Volume as blob ``sha`` (its hash is checked first)."""
-        from canvascast_cli.server.blobs import check_sha256, sha256_file
-
         check_sha256(sha)
         try:
             actual, size = sha256_file(path)
@@ -147,23 +146,22 @@ class ModalBackend:
 
         return self.retry.call(once)
 
-    def submit(self, function: str, payload: dict[str, Any]) -> str:
-        if function not in FUNCTIONS:
-            raise InvalidInput(f"unknown function {function!r}; allowed: "
-                               f"{', '.join(FUNCTIONS)}")
-        fn = self._function(function)
-        call = self._run(fn.spawn.aio(payload), f"start {function} on Modal")
+    def submit(self, function_name: str, payload: Payload) -> str:
+        function(function_name)
+        fn = self._function(function_name)
+        call = self._run(fn.spawn.aio(payload.model_dump(mode="json")),
+                         f"start {function_name} on Modal")
         job_id = str(call.object_id)
-        self._submitted[job_id] = function
+        self._submitted[job_id] = function_name
         return job_id
 
-    def status(self, job_id: str, wait: float = 0.0) -> dict[str, Any]:
-        check_job_id(job_id)
+    def status(self, job_id: str, wait: float = 0.0) -> JobStatus:
+        check_call_id(job_id)
         wait = max(0.0, float(wait))
         return self.retry.call(self._status_once, job_id, wait)
 
-    def cancel(self, job_id: str) -> dict[str, Any]:
-        check_job_id(job_id)
+    def cancel(self, job_id: str) -> JobStatus:
+        check_call_id(job_id)
         call = self._sdk.FunctionCall.from_id(job_id)
         self.retry.call(lambda: self._run(call.cancel.aio(), f"cancel job {job_id}",
                                           job_id=job_id))
@@ -173,8 +171,6 @@ class ModalBackend:
 
     def download(self, sha: str, into: Path, on_bytes: Bytes | None = None) -> int:
         """Write blob ``sha`` into ``into``; IntegrityError if the bytes hash otherwise."""
-        from canvascast_cli.server.blobs import check_sha256
-
         check_sha256(sha)
 
         def once() -> int:
@@ -306,33 +302,23 @@ class ModalBackend:
         with contextlib.suppress(Exception):  # _Hung included: closing is a courtesy
             await _bounded(stream.aclose(), self.timeout)
 
-    def _status_once(self, job_id: str, wait: float) -> dict[str, Any]:
+    def _status_once(self, job_id: str, wait: float) -> JobStatus:
         call = self._sdk.FunctionCall.from_id(job_id)
-        doing = f"poll job {job_id}"
-        outcome = self._run(_outcome(call.get.aio(timeout=wait)), doing,
+        outcome = self._run(aget_outcome(call.get.aio(timeout=wait)), f"poll job {job_id}",
                             timeout=wait + self.timeout, job_id=job_id)
-        if isinstance(outcome, _Raised):
-            if not is_job_outcome(outcome.exc):  # asking Modal failed, not the job
-                raise to_canvascast(outcome.exc, doing=doing, job_id=job_id)
-            outcome = outcome.exc
-        finished = not isinstance(outcome, BaseException) and outcome is not PENDING
-        entry = None
-        cancelled = job_id in self._cancelled
-        if not (finished and job_id in self._submitted):
-            notes = self._best_effort(self._notes(job_id, finished))
-            if notes is not None:
-                entry, flagged = notes
-                cancelled = cancelled or flagged
-        return call_status(job_id, outcome, function=self._submitted.get(job_id),
-                           entry=entry, cancelled=cancelled)
+        return poll(job_id, outcome, lambda finished: self._notes(job_id, finished),
+                    function=self._submitted.get(job_id), cancelled=job_id in self._cancelled)
 
-    async def _notes(self, job_id: str, finished: bool) -> tuple[Any, bool]:
+    def _notes(self, job_id: str, finished: bool) -> Notes | None:
         store = self._progress_dict()
-        if finished:  # only the function's name is wanted
-            return await store.get.aio(job_id), False
-        entry, flagged = await asyncio.gather(store.get.aio(job_id),
-                                              store.get.aio(cancel_key(job_id)))
-        return entry, bool(flagged)
+
+        async def read() -> Notes:
+            entry = await store.get.aio(job_id)
+            flagged = False if finished else await store.get.aio(cancel_key(job_id))
+            return read_notes({job_id: entry, cancel_key(job_id): flagged}.get, job_id,
+                              finished)
+
+        return self._best_effort(read())
 
     def _transfer_timeout(self, size: int) -> float:
         return self.timeout + size / MIN_RATE
@@ -346,33 +332,11 @@ class _Hung(Exception):
         self.seconds = seconds
 
 
-class _Raised:
-    """``FunctionCall.get`` raised this (kept as a value so the bound cannot be confused
-    with the builtin TimeoutError that means "pending")."""
-
-    def __init__(self, exc: BaseException) -> None:
-        self.exc = exc
-
-
 async def _bounded(aw: Awaitable[T], seconds: float) -> T:
     """``aw``, or _Hung after ``seconds``. The SDK's builtin TimeoutError (a pending
-    FunctionCall) and asyncio's own would look alike; _outcome() takes the first out of
-    the way, so a TimeoutError leaving wait_for here is ours."""
+    FunctionCall) and asyncio's own would look alike; aget_outcome() takes the first out
+    of the way, so a TimeoutError leaving wait_for here is ours."""
     try:
         return await asyncio.wait_for(aw, seconds)
     except TimeoutError:
         raise _Hung(seconds) from None
-
-
-async def _outcome(aw: Awaitable[Any]) -> Any:
-    """A FunctionCall.get: its result, PENDING, or _Raised(exception)."""
-    try:
-        return await aw
-    except TimeoutError:
-        return PENDING
-    except Exception as exc:
-        return _Raised(exc)
-    except BaseException as exc:  # InputCancellation is a BaseException
-        if isinstance(exc, asyncio.CancelledError | KeyboardInterrupt | SystemExit):
-            raise
-        return _Raised(exc)

@@ -1,22 +1,23 @@
-"""What a remote job is, on the wire and when it runs: the same code behind `serve` and Modal.
+"""What a remote job is when it runs: the same code behind `canvascast serve` and Modal.
 
-A job is ``(function, payload)``: ``render_video``, ``transcribe_audio`` or
-``generate_images`` with a JSON payload. Files travel as blob references
-(``"blob:<sha256><suffix>"``, e.g. ``blob:9f2c...e1.jpg``) to bytes already uploaded to
-the blob store; images may also be http(s) URLs, fetched by the worker. A path on the
-server's disk is never accepted: a remote job reads nothing but its blobs.
+A job is a function name and its payload (``protocol.FUNCTIONS``: ``render_video``,
+``transcribe_audio``, ``generate_images``). Files travel as blob references to bytes
+already in the blob store; a timeline's images may also be http(s) URLs, fetched by the
+worker from public addresses only (unless the host's operator allows others). A path on
+the server's disk is never accepted, and a model is a name, never a path: a remote job
+reads nothing but its blobs and the host's own models.
 
-``validate(function, payload, store)`` runs when a job is submitted (a bad timeline is a
-400, never a 500); ``execute(function, payload, store, progress)`` runs it in a worker
-(a `canvascast serve` worker process, or a Modal container) and returns the result:
-artifacts (name, size, sha256) stored as blobs, plus the job's own summary.
+``check_inputs(payload, store)`` runs when a job is submitted (a bad timeline is a 400,
+never a 500); ``execute(function, payload, store, ...)`` runs it in a worker (a `serve`
+worker process, or a Modal container) and returns the ``JobResult``: artifacts stored as
+blobs, the job's summary, and its timing. Errors name inputs by their blob reference,
+never by the worker's temporary paths (the client puts its own file names back).
 """
 
 from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 import socket
 import tempfile
@@ -27,235 +28,82 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from canvascast_cli.errors import InvalidInput
+from canvascast_cli.engines.cache import ModelCache, load
+from canvascast_cli.errors import CanvasCastError, InvalidInput, from_dict
+from canvascast_cli.protocol import (
+    Artifact,
+    ImageEntry,
+    ImagesPayload,
+    JobResult,
+    Payload,
+    RenderPayload,
+    TranscribePayload,
+    is_url,
+    parse_payload,
+    parse_ref,
+    payload_refs,
+    rewrite_refs,
+    timeline_refs,
+)
 from canvascast_cli.server.blobs import BlobStore
 
-FUNCTIONS = ("render_video", "transcribe_audio", "generate_images")
-BLOB_REF = re.compile(r"^blob:(?P<sha>[0-9a-f]{64})(?P<suffix>\.[A-Za-z0-9]{1,8})?$")
 Progress = Callable[[float, float, str], None]  # (done, total, unit)
 
 _FIRST_INPUT = True  # per process: is this the first job this container/worker runs?
 
 
-def blob_ref(sha: str, suffix: str = "") -> str:
-    suffix = suffix.lower() if re.fullmatch(r"\.[A-Za-z0-9]{1,8}", suffix or "") else ""
-    return f"blob:{sha}{suffix}"
-
-
-def parse_ref(ref: str) -> tuple[str, str] | None:
-    match = BLOB_REF.match(ref)
-    return (match["sha"], match["suffix"] or "") if match else None
-
-
-def _is_url(ref: str) -> bool:
-    return ref.startswith(("http://", "https://"))
-
-
-# ---------------------------------------------------------------------------------------
-# The files a job reads (the client uploads them; the server checks they are there)
-
-
-def render_refs(timeline: Mapping[str, Any]) -> dict[str, str]:
-    """field -> reference, for every file a timeline (as JSON) names."""
-    from canvascast_cli.engines.render.inputs import FONT_SUFFIXES
-
-    refs: dict[str, str] = {}
-    for i, scene in enumerate(timeline.get("scenes") or []):
-        if isinstance(scene, dict) and isinstance(scene.get("image"), str):
-            refs[f"scenes[{i}].image"] = scene["image"]
-    for key in ("narration", "music"):
-        value = timeline.get(key)
-        if isinstance(value, str):
-            refs[f"{key}.path"] = value
-        elif isinstance(value, dict) and isinstance(value.get("path"), str):
-            refs[f"{key}.path"] = value["path"]
-    captions = timeline.get("captions")
-    if isinstance(captions, dict):
-        if isinstance(captions.get("transcript"), str):
-            refs["captions.transcript"] = captions["transcript"]
-        style = captions.get("style")
-        font = style.get("font") if isinstance(style, dict) else None
-        if isinstance(font, str) and font.lower().endswith(FONT_SUFFIXES):
-            refs["captions.style.font"] = font
-        elif isinstance(font, list):  # the font, then its fallbacks
-            for i, item in enumerate(font):
-                if isinstance(item, str) and item.lower().endswith(FONT_SUFFIXES):
-                    refs[f"captions.style.font[{i}]"] = item
-    return refs
-
-
-def rewrite_refs(timeline: dict[str, Any], mapping: Mapping[str, str]) -> dict[str, Any]:
-    """A copy of ``timeline`` with each file reference replaced by ``mapping[ref]``."""
-    out = json.loads(json.dumps(timeline))
-
-    def swap(value: Any) -> Any:
-        return mapping.get(value, value) if isinstance(value, str) else value
-
-    for scene in out.get("scenes") or []:
-        if isinstance(scene, dict):
-            scene["image"] = swap(scene.get("image"))
-    for key in ("narration", "music"):
-        value = out.get(key)
-        if isinstance(value, str):
-            out[key] = swap(value)
-        elif isinstance(value, dict):
-            value["path"] = swap(value.get("path"))
-    captions = out.get("captions")
-    if isinstance(captions, dict):
-        if "transcript" in captions:
-            captions["transcript"] = swap(captions["transcript"])
-        style = captions.get("style")
-        if isinstance(style, dict) and isinstance(style.get("font"), list):
-            style["font"] = [swap(item) for item in style["font"]]
-        elif isinstance(style, dict) and "font" in style:
-            style["font"] = swap(style["font"])
-    return out
-
-
-def payload_refs(function: str, payload: Mapping[str, Any]) -> dict[str, str]:
-    if function == "render_video":
-        timeline = payload.get("timeline")
-        return render_refs(timeline) if isinstance(timeline, dict) else {}
-    if function == "transcribe_audio":
-        audio = payload.get("audio")
-        return {"audio": audio} if isinstance(audio, str) else {}
-    return {}
-
-
-# ---------------------------------------------------------------------------------------
-# Submission-time checks
-
-
-def validate(function: str, payload: Any, store: BlobStore | None) -> None:
-    """Everything that can be known wrong before the job runs; InvalidInput lists it."""
-    if function not in FUNCTIONS:
-        raise InvalidInput(f"unknown function {function!r}; allowed: {', '.join(FUNCTIONS)}")
-    if not isinstance(payload, dict):
-        raise InvalidInput("the job payload must be a JSON object")
+def check_inputs(function: str, payload: Payload | Mapping[str, Any],
+                 store: BlobStore | None) -> Payload:
+    """The payload, parsed (``protocol.parse_payload``) with every file reference checked:
+    a blob reference the store has (or, for images, an http(s) URL). InvalidInput lists
+    every problem."""
+    parsed = payload if isinstance(payload, Payload) else parse_payload(function, payload)
     problems: list[str] = []
-    for field, ref in payload_refs(function, payload).items():
-        parsed = parse_ref(ref)
-        if parsed is None:
-            if field.endswith(".image") and _is_url(ref):
+    for field, ref in payload_refs(parsed).items():
+        blob = parse_ref(ref)
+        if blob is None:
+            if field.endswith(".image") and is_url(ref):
                 continue
             problems.append(f"{field}: {ref[:100]!r} is not a blob reference "
                             "(blob:<sha256><suffix>)" + (" or an http(s) URL"
                                                          if field.endswith(".image") else ""))
-        elif store is not None and not store.has(parsed[0]):
-            problems.append(f"{field}: blob {parsed[0]} has not been uploaded")
+        elif store is not None and not store.has(blob[0]):
+            problems.append(f"{field}: blob {blob[0]} has not been uploaded")
     if problems:
         raise InvalidInput(f"{function}: {len(problems)} problem(s) with the inputs",
                            details=problems)
-    _check_shape(function, payload)
+    return parsed
 
 
-def _check_shape(function: str, payload: dict[str, Any]) -> None:
-    if function == "render_video":
-        from canvascast_cli.timeline import parse_timeline
+def execute(function: str, payload: Payload | Mapping[str, Any], store: BlobStore,
+            progress: Progress | None = None, *, workdir: Path | None = None,
+            models: ModelCache | None = None, private_urls: bool = False) -> JobResult:
+    """Run one job; its artifacts are stored as blobs before it returns.
 
-        parse_timeline(payload.get("timeline"), source="timeline")
-        _render_options(payload)
-    elif function == "transcribe_audio":
-        _transcribe_job(payload, Path("unused"))
-    else:
-        _image_requests(payload)
-
-
-def _render_options(payload: Mapping[str, Any]) -> Any:
-    from canvascast_cli.engines.render.engine import RenderOptions
-    from canvascast_cli.engines.render.presets import X264_PRESETS
-
-    options = payload.get("options") or {}
-    if not isinstance(options, dict):
-        raise InvalidInput("options: must be an object")
-    preset = options.get("preset", "veryfast")
-    crf = options.get("crf", 20)
-    frames = options.get("frame_range")
-    if not isinstance(options.get("allow_missing_glyphs", False), bool):
-        raise InvalidInput("options.allow_missing_glyphs: true or false")
-    if preset not in X264_PRESETS:
-        raise InvalidInput(f"options.preset: {preset!r}; allowed: {', '.join(X264_PRESETS)}")
-    if not isinstance(crf, int) or isinstance(crf, bool) or not 0 <= crf <= 51:
-        raise InvalidInput(f"options.crf: {crf!r}; allowed: 0 to 51")
-    frame_range = None
-    if frames is not None:
-        if (not isinstance(frames, list) or len(frames) != 2
-                or not all(isinstance(f, int) and not isinstance(f, bool) for f in frames)):
-            raise InvalidInput("options.frame_range: [START, END] whole frame numbers")
-        frame_range = (frames[0], frames[1])
-    return RenderOptions(preset=preset, crf=crf, frame_range=frame_range)
-
-
-def _transcribe_job(payload: Mapping[str, Any], audio: Path) -> Any:
-    from canvascast_cli.engines.transcribe.job import TranscribeJob
-
-    allowed = {"audio", "engine", "model", "language", "beam_size", "script", "offset",
-               "compute_type", "allow_script_mismatch", "refine"}
-    unknown = sorted(set(payload) - allowed)
-    if unknown:
-        raise InvalidInput(f"unknown field(s): {', '.join(unknown)}")
-    script = payload.get("script")
-    if script is not None and not (isinstance(script, list)
-                                   and all(isinstance(t, str) for t in script)):
-        raise InvalidInput("script: a list of words")
-    if not isinstance(payload.get("refine", True), bool):
-        raise InvalidInput("refine: true or false")
-    try:
-        return TranscribeJob(
-            audio=audio, engine=str(payload.get("engine", "faster-whisper")),
-            model=str(payload.get("model", "tiny.en")), language=payload.get("language"),
-            beam_size=int(payload.get("beam_size", 5)), offset=float(payload.get("offset", 0)),
-            script=tuple(script) if script else None,
-            compute_type=payload.get("compute_type"),
-            allow_script_mismatch=bool(payload.get("allow_script_mismatch", False)),
-            refine=payload.get("refine", True))
-    except (TypeError, ValueError) as exc:
-        raise InvalidInput(f"transcribe_audio: {exc}") from None
-
-
-def _image_requests(payload: Mapping[str, Any]) -> list[Any]:
-    from canvascast_cli.engines.images.base import ImageRequest
-    from canvascast_cli.engines.images.providers import PROVIDERS
-
-    if payload.get("provider") not in PROVIDERS:
-        raise InvalidInput(f"provider: {payload.get('provider')!r}; allowed: "
-                           f"{', '.join(PROVIDERS)}")
-    if not isinstance(payload.get("model"), str):
-        raise InvalidInput("model: a model id")
-    raw = payload.get("requests")
-    if not isinstance(raw, list) or not 1 <= len(raw) <= 64:
-        raise InvalidInput("requests: a list of 1 to 64 image requests")
-    requests = []
-    for i, item in enumerate(raw):
-        try:
-            requests.append(ImageRequest(**item))
-        except TypeError as exc:
-            raise InvalidInput(f"requests[{i}]: {exc}") from None
-    return requests
-
-
-# ---------------------------------------------------------------------------------------
-# Running a job
-
-
-def execute(function: str, payload: dict[str, Any], store: BlobStore,
-            progress: Progress | None = None) -> dict[str, Any]:
-    """Run one job; the result names its artifacts (already stored as blobs)."""
+    ``workdir``: the folder to work in (created, and removed afterwards); default a new
+    temporary folder. ``models``: the host's cache of loaded models. ``private_urls``: let
+    a timeline's image URLs reach private and loopback addresses (a dev loop's choice;
+    never for a public job API)."""
     global _FIRST_INPUT
     first, _FIRST_INPUT = _FIRST_INPUT, False
-    validate(function, payload, store)
+    startup = process_age() if first else None
+    parsed = check_inputs(function, payload, store)
+    store.touch(blob[0] for blob in map(parse_ref, payload_refs(parsed).values()) if blob)
     began = time.perf_counter()
-    with _workdir() as work:
-        if function == "render_video":
-            result = _render(payload, store, work, progress)
-        elif function == "transcribe_audio":
-            result = _transcribe(payload, store, work, progress)
-        else:
-            result = _images(payload, store, progress)
-    result["billed_seconds"] = time.perf_counter() - began
-    result["container_id"] = container_id()
-    result["cold_start"] = first
-    return result
+    with _workdir(workdir) as work:
+        try:
+            if isinstance(parsed, RenderPayload):
+                result = _render(parsed, store, work, progress, private_urls)
+            elif isinstance(parsed, TranscribePayload):
+                result = _transcribe(parsed, store, work, progress, models)
+            else:
+                assert isinstance(parsed, ImagesPayload)
+                result = _images(parsed, store, progress, models)
+        except CanvasCastError as exc:
+            raise without_paths(exc, work) from None
+    return result.model_copy(update={
+        "billed_seconds": time.perf_counter() - began, "startup_seconds": startup,
+        "container_id": container_id(), "cold_start": first})
 
 
 def container_id() -> str:
@@ -263,9 +111,46 @@ def container_id() -> str:
     return os.environ.get("MODAL_TASK_ID") or f"{socket.gethostname()}-{os.getpid()}"
 
 
+def process_age() -> float | None:
+    """Seconds since this process started (what a cold start cost before the first job
+    could run: interpreter, imports, warm-up), from /proc; None where that is unknown."""
+    try:
+        stat = Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()
+        ticks = os.sysconf("SC_CLK_TCK")
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+        return max(0.0, uptime - int(stat[19]) / ticks)
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def without_paths(error: CanvasCastError, work: Path) -> CanvasCastError:
+    """``error`` with the worker's own paths replaced: an input by its blob reference (the
+    client knows which of its files that is), anything else in the job's folder by its
+    name alone."""
+    folder = str(work)
+
+    def clean(text: str) -> str:
+        if folder not in text:
+            return text
+        for entry in sorted(work.glob("*"), key=lambda p: -len(str(p))):
+            blob = parse_ref("blob:" + entry.name)
+            text = text.replace(str(entry), "blob:" + entry.name if blob else entry.name)
+        return text.replace(folder + os.sep, "").replace(folder, "the job's folder")
+
+    body = error.to_dict()
+    if folder not in str(body):
+        return error
+    body["message"] = clean(str(body["message"]))
+    body["details"] = [clean(str(d)) for d in body.get("details") or ()]
+    return from_dict(body)
+
+
 @contextmanager
-def _workdir() -> Iterator[Path]:
-    folder = Path(tempfile.mkdtemp(prefix="canvascast-job-"))
+def _workdir(folder: Path | None) -> Iterator[Path]:
+    if folder is None:
+        folder = Path(tempfile.mkdtemp(prefix="canvascast-job-"))
+    else:
+        folder.mkdir(parents=True, exist_ok=False)
     try:
         yield folder
     finally:
@@ -273,7 +158,7 @@ def _workdir() -> Iterator[Path]:
 
 
 def _materialise(refs: Mapping[str, str], store: BlobStore, work: Path) -> dict[str, str]:
-    """Link each referenced blob into ``work`` under a name with its suffix."""
+    """Link each referenced blob into ``work`` as ``<sha256><suffix>``."""
     mapping: dict[str, str] = {}
     for ref in set(refs.values()):
         parsed = parse_ref(ref)
@@ -290,54 +175,78 @@ def _materialise(refs: Mapping[str, str], store: BlobStore, work: Path) -> dict[
     return mapping
 
 
-def _artifact(name: str, sha: str, size: int) -> dict[str, Any]:
-    return {"name": name, "sha256": sha, "size": size}
+def _artifact(name: str, sha: str, size: int) -> Artifact:
+    return Artifact(name=name, sha256=sha, size=size)
 
 
-def _render(payload: dict[str, Any], store: BlobStore, work: Path,
-            progress: Progress | None) -> dict[str, Any]:
+def _render(payload: RenderPayload, store: BlobStore, work: Path, progress: Progress | None,
+            private_urls: bool) -> JobResult:
+    from canvascast_cli.engines.render.engine import RenderOptions
     from canvascast_cli.engines.render.job import RenderJob, run_render
+    from canvascast_cli.records import dump
     from canvascast_cli.timeline import parse_timeline
 
-    mapping = _materialise(render_refs(payload["timeline"]), store, work)
-    timeline = parse_timeline(rewrite_refs(payload["timeline"], mapping), source="timeline")
-    options = _render_options(payload)
-    output = work / "video.mp4"
-    allow = (payload.get("options") or {}).get("allow_missing_glyphs") is True
-    job = RenderJob(timeline=timeline, base_dir=work, output=output, options=options,
-                    allow_missing_glyphs=allow)
+    timeline = payload.timeline.model_dump(mode="json")
+    mapping = _materialise(timeline_refs(timeline), store, work)
+    options = payload.options
+    job = RenderJob(
+        timeline=parse_timeline(rewrite_refs(timeline, mapping), source="timeline"),
+        base_dir=work, output=work / "video.mp4",
+        options=RenderOptions(preset=options.preset, crf=options.crf,
+                              frame_range=(options.frame_range[0], options.frame_range[1])
+                              if options.frame_range else None),
+        allow_missing_glyphs=options.allow_missing_glyphs)
     report = (lambda done, total: progress(done, total, "frames")) if progress else None
-    rendered = run_render(job, progress=report)
-    sha, size = store.put_file(output)
-    summary = rendered.to_dict()
+    transport = None
+    if not private_urls:
+        from canvascast_cli.net import public_only
+
+        transport = public_only()
+    rendered = run_render(job, progress=report, transport=transport)
+    sha, size = store.put_file(job.output)
+    summary = dump(rendered)
     summary.pop("output", None)
-    return {"artifacts": [_artifact("video.mp4", sha, size)], "summary": summary,
-            "units": float(rendered.frames), "unit": "frames"}
+    return JobResult(artifacts=[_artifact("video.mp4", sha, size)], summary=summary,
+                     units=float(rendered.frames), unit="frames")
 
 
-def _transcribe(payload: dict[str, Any], store: BlobStore, work: Path,
-                progress: Progress | None) -> dict[str, Any]:
-    from canvascast_cli.engines.transcribe.job import run_transcribe
+def _transcribe(payload: TranscribePayload, store: BlobStore, work: Path,
+                progress: Progress | None, models: ModelCache | None) -> JobResult:
+    from canvascast_cli.engines.transcribe.job import TranscribeJob, run_transcribe
 
-    mapping = _materialise({"audio": payload["audio"]}, store, work)
-    job = _transcribe_job(payload, Path(mapping[payload["audio"]]))
+    mapping = _materialise({"audio": payload.audio}, store, work)
+    job = TranscribeJob(
+        audio=Path(mapping[payload.audio]), engine=payload.engine, model=payload.model,
+        language=payload.language, beam_size=payload.beam_size, offset=payload.offset,
+        script=tuple(payload.script) if payload.script else None,
+        compute_type=payload.compute_type,
+        allow_script_mismatch=payload.allow_script_mismatch, refine=payload.refine,
+        names_only=True)
     report = (lambda done, total: progress(done, total, "seconds")) if progress else None
-    transcript = run_transcribe(job, progress=report)
-    data = (json.dumps(transcript.to_dict(), ensure_ascii=False) + "\n").encode("utf-8")
-    sha, size = store.put_bytes(data)
-    return {"artifacts": [_artifact("transcript.json", sha, size)],
-            "summary": {"words": len(transcript.words), "duration": transcript.duration},
-            "units": transcript.duration, "unit": "seconds"}
+    transcript = run_transcribe(job, progress=report, models=models)
+    text = json.dumps(transcript.to_dict(), ensure_ascii=False) + "\n"
+    sha, size = store.put_bytes(text.encode("utf-8"))
+    return JobResult(artifacts=[_artifact("transcript.json", sha, size)],
+                     summary={"words": len(transcript.words),
+                              "duration": transcript.duration},
+                     units=transcript.duration, unit="seconds")
 
 
-def _images(payload: dict[str, Any], store: BlobStore,
-            progress: Progress | None) -> dict[str, Any]:
+def _images(payload: ImagesPayload, store: BlobStore, progress: Progress | None,
+            models: ModelCache | None) -> JobResult:
+    from canvascast_cli.engines.images.base import ImageRequest
     from canvascast_cli.engines.images.pipeline import EXTENSIONS
     from canvascast_cli.engines.images.providers import make_provider
 
-    requests = _image_requests(payload)
-    palette = payload.get("palette") or None
-    provider = make_provider(str(payload["provider"]), str(payload["model"]), palette=palette)
+    requests = [ImageRequest(**r.model_dump()) for r in payload.requests]
+    palette = payload.palette or None
+
+    def build() -> Any:
+        return make_provider(payload.provider, payload.model, palette=palette)
+
+    # Only a diffusers pipeline is worth keeping (seconds to load, gigabytes on the GPU).
+    provider = (load(models, ("images", payload.provider, payload.model), build)
+                if payload.provider == "diffusers" else build())
     # One batch is one invocation: a GPU out-of-memory fails the job (GPU_OOM) and the
     # client splits the batch and submits the halves, as it does locally.
     ignored = not provider.supports_negative_prompt and any(r.negative_prompt
@@ -348,16 +257,14 @@ def _images(payload: dict[str, Any], store: BlobStore,
     artifacts, images = [], []
     for request, result in zip(requests, results, strict=True):
         details = {**result.details, **({"negative_prompt_ignored": True} if ignored else {})}
-        entry: dict[str, Any] = {"index": request.index, "blocked": result.blocked,
-                                 "mime_type": result.mime_type, "details": details,
-                                 "artifact": None}
+        name = None
         if result.data is not None:
             name = f"image-{request.index:04d}{EXTENSIONS.get(result.mime_type or '', '.png')}"
             sha, size = store.put_bytes(result.data)
             artifacts.append(_artifact(name, sha, size))
-            entry["artifact"] = name
-        images.append(entry)
+        images.append(ImageEntry(index=request.index, blocked=result.blocked,
+                                 mime_type=result.mime_type, details=details, artifact=name))
         if progress is not None:
             progress(len(images), len(requests), "images")
-    return {"artifacts": artifacts, "images": images, "provider": provider.name,
-            "model": provider.model, "units": float(len(requests)), "unit": "images"}
+    return JobResult(artifacts=artifacts, images=images, provider=provider.name,
+                     model=provider.model, units=float(len(requests)), unit="images")

@@ -11,6 +11,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from canvascast_cli.atomic import check_destination
 from canvascast_cli.config import Settings
@@ -18,6 +19,9 @@ from canvascast_cli.engines.render.engine import RenderOptions, RenderResult, re
 from canvascast_cli.engines.render.inputs import InputLimits, font_files, resolve_timeline
 from canvascast_cli.errors import InvalidInput
 from canvascast_cli.timeline import ResolvedTimeline, Timeline
+
+if TYPE_CHECKING:
+    import httpx
 
 OUTPUT_SUFFIXES = (".mp4", ".m4v")
 Progress = Callable[[float, float], None]  # (frames done, frames in all)
@@ -60,10 +64,14 @@ def check_job(job: RenderJob) -> Path:
     return output
 
 
-def run_render(job: RenderJob, *, progress: Progress | None = None) -> RenderResult:
+def run_render(job: RenderJob, *, progress: Progress | None = None,
+               transport: httpx.BaseTransport | None = None) -> RenderResult:
+    """Render ``job``. ``transport``: what image URLs are fetched through (a job API's
+    worker passes one that reaches public addresses only)."""
     output = check_job(job)
     resolved = resolve_timeline(job.timeline, job.base_dir, limits=job.limits,
-                                allow_missing_glyphs=job.allow_missing_glyphs)
+                                allow_missing_glyphs=job.allow_missing_glyphs,
+                                transport=transport)
     refuse_overwriting_an_input(output, resolved)
     return render(resolved, output, options=job.options, overwrite=job.overwrite,
                   on_progress=progress)

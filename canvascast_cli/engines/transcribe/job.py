@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from canvascast_cli.engines.cache import ModelCache
 from canvascast_cli.engines.transcribe import SCRIPT_FAIL_SHARE, SCRIPT_WARN_SHARE
 from canvascast_cli.engines.transcribe.pipeline import (
     DEFAULT_ENGINE,
@@ -39,6 +40,7 @@ class TranscribeJob:
     threads: int | None = None
     allow_script_mismatch: bool = False
     refine: bool = True  # word timing refinement (refine.py), where available
+    names_only: bool = False  # model must be a published name (remote jobs: never a path)
 
     def __post_init__(self) -> None:
         if not 1 <= self.beam_size <= 20:
@@ -48,12 +50,14 @@ class TranscribeJob:
                                "start of this piece in a longer recording)")
 
 
-def run_transcribe(job: TranscribeJob, *, progress: Progress | None = None) -> Transcript:
+def run_transcribe(job: TranscribeJob, *, progress: Progress | None = None,
+                   models: ModelCache | None = None) -> Transcript:
+    """Transcribe ``job.audio``. ``models``: a long-lived host's cache of loaded models."""
     transcript = transcribe_file(
         job.audio, engine=job.engine, model=job.model, language=job.language,
         beam_size=job.beam_size, script=job.script, offset=job.offset,
         compute_type=job.compute_type, threads=job.threads, progress=progress,
-        refine=job.refine)
+        refine=job.refine, models=models, names_only=job.names_only)
     return judge_alignment(transcript, allow_mismatch=job.allow_script_mismatch)
 
 

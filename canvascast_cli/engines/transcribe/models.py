@@ -19,8 +19,9 @@ import hashlib
 import importlib.util
 import json
 import os
-from dataclasses import dataclass
 from pathlib import Path
+
+from pydantic.dataclasses import dataclass
 
 from canvascast_cli import env
 from canvascast_cli.atomic import write_bytes
@@ -51,10 +52,6 @@ class ModelRef:
     path: Path  # a CTranslate2 folder (faster-whisper) or a .pt checkpoint (openai-whisper)
     source: str
 
-    def to_dict(self) -> dict[str, str]:
-        return {"engine": self.engine, "name": self.name, "path": str(self.path),
-                "source": self.source}
-
 
 def models_dir() -> Path:
     explicit = os.environ.get(env.MODELS)
@@ -65,17 +62,29 @@ def is_ct2_model(path: Path) -> bool:
     return path.is_dir() and (path / "model.bin").is_file()
 
 
-def resolve_model(engine: str, name_or_path: str) -> ModelRef:
+def model_names(engine: str) -> tuple[str, ...]:
+    """The model names ``engine`` publishes: what a remote job may ask for."""
+    return FASTER_WHISPER_NAMES if engine == "faster-whisper" else OPENAI_WHISPER_NAMES
+
+
+def resolve_model(engine: str, name_or_path: str, *, names_only: bool = False) -> ModelRef:
+    """The model ``name_or_path`` stands for. ``names_only`` (a worker serving remote
+    jobs): a published name, looked up where models live — never a path, so a job can
+    neither load an arbitrary folder nor learn which paths exist."""
     if engine not in ENGINES:
         raise InvalidInput(f"--engine: {engine!r} is not an engine; allowed: {', '.join(ENGINES)}")
+    known = model_names(engine)
+    if names_only and name_or_path not in known:
+        raise InvalidInput(f"model: {name_or_path[:64]!r} is not a {engine} model name; "
+                           f"allowed: {', '.join(known)}")
     path = Path(name_or_path).expanduser()
-    looks_like_path = os.sep in name_or_path or path.suffix == ".pt" or path.exists()
+    looks_like_path = not names_only and (os.sep in name_or_path or path.suffix == ".pt"
+                                          or path.exists())
     if looks_like_path:
         return _from_path(engine, path)
     found = _candidates(engine, name_or_path)
     if found:
         return found[0]
-    known = FASTER_WHISPER_NAMES if engine == "faster-whisper" else OPENAI_WHISPER_NAMES
     if name_or_path not in known:
         raise InvalidInput(f"--model: {name_or_path!r} is neither a path nor a {engine} model "
                            f"name; names: {', '.join(known)}")

@@ -26,6 +26,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from canvascast_cli.engines.cache import ModelCache, load
 from canvascast_cli.engines.transcribe.align import align_script, script_tokens
 from canvascast_cli.engines.transcribe.audio import (
     DEFAULT_CHUNK_SECONDS,
@@ -73,6 +74,8 @@ def transcribe_file(
     chunk_seconds: float = DEFAULT_CHUNK_SECONDS,
     search_seconds: float = DEFAULT_SEARCH_SECONDS,
     refine: bool = False,
+    models: ModelCache | None = None,
+    names_only: bool = False,
 ) -> Transcript:
     """Transcribe ``audio_path``; ``progress(seconds_done, seconds_total)`` as it goes.
 
@@ -81,13 +84,17 @@ def transcribe_file(
     ``refine``: re-time the words against the audio (``refine.py``) where an aligner is
     available for the language; the transcript's ``refinement`` says what it did, or
     why it was skipped. Off here, on in ``TranscribeJob`` (what every host runs).
+    ``models``: where a long-lived host keeps the recogniser between jobs. ``names_only``:
+    ``model`` must be a published name, never a path (a worker serving remote jobs).
     """
     if beam_size < 1 or beam_size > 20:
         raise InvalidInput(f"--beam-size: {beam_size} is out of range; allowed: 1 to 20")
-    ref = resolve_model(engine, model)  # before decoding: a missing model fails at once
+    # Before decoding: a missing model fails at once.
+    ref = resolve_model(engine, model, names_only=names_only)
     info = probe_audio(audio_path)  # every input check, before the model loads
     began = time.perf_counter()
-    recogniser = create_engine(ref, compute_type=compute_type, threads=threads)
+    recogniser = load(models, ("whisper", ref.engine, str(ref.path), compute_type, threads),
+                      lambda: create_engine(ref, compute_type=compute_type, threads=threads))
     loaded = time.perf_counter()
     total = info.duration
 

@@ -1,14 +1,16 @@
 """The three jobs as the client sends them remotely, and how their results come back.
 
-Each ``*_remote`` function turns a typed engine job into a ``RemoteJob`` (payload + the
-local files to upload, by sha256) and a ``fetch`` that downloads and verifies the
-artifacts into the job's destination, atomically, returning the same typed result the
-local engine returns. Nothing here runs an engine.
+Each ``*_remote`` function turns a typed engine job into a ``RemoteJob`` (the wire
+format's payload, with every local file replaced by the blob reference it is uploaded
+as) and a ``fetch`` that downloads and verifies the artifacts into the job's destination,
+atomically, returning the same typed result the local engine returns. Nothing here runs
+an engine.
 """
 
 from __future__ import annotations
 
 import json
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -16,22 +18,30 @@ from typing import Any
 from canvascast_cli.atomic import staged
 from canvascast_cli.dispatch.backend import Backend
 from canvascast_cli.dispatch.dispatcher import RemoteJob, require_local_files
-from canvascast_cli.errors import JobFailed
-from canvascast_cli.server.blobs import sha256_file
-from canvascast_cli.server.work import blob_ref, render_refs, rewrite_refs
+from canvascast_cli.errors import InvalidInput, JobFailed
+from canvascast_cli.protocol import (
+    Artifact,
+    ImageRequest,
+    ImagesPayload,
+    JobStatus,
+    RenderOptions,
+    RenderPayload,
+    TranscribePayload,
+    blob_ref,
+    is_url,
+    rewrite_refs,
+    sha256_file,
+    timeline_refs,
+)
 
-Fetch = Callable[[Backend, dict[str, Any]], Any]
+Fetch = Callable[[Backend, JobStatus], Any]
 
 
-def _artifacts(status: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    result = status.get("result") or {}
-    return {a["name"]: a for a in result.get("artifacts") or []}
-
-
-def _download_to(backend: Backend, artifact: dict[str, Any], dest: Path, *,
-                 overwrite: bool, on_bytes: Callable[[int], None] | None = None) -> int:
-    with staged(dest, overwrite=overwrite, suffix=".part" + dest.suffix) as tmp:
-        return backend.download(artifact["sha256"], tmp, on_bytes)
+def _artifact(status: JobStatus, name: str, what: str) -> Artifact:
+    artifact = status.result.artifact(name) if status.result is not None else None
+    if artifact is None:
+        raise JobFailed(f"the {what} finished without its {name} artifact")
+    return artifact
 
 
 # ---------------------------------------------------------------------------------------
@@ -43,41 +53,44 @@ def render_remote(job: Any, stages: Any = None) -> tuple[RemoteJob, Fetch]:
     from canvascast_cli.engines.render.engine import RenderResult
 
     timeline = job.timeline.model_dump(mode="json")
+    refs = timeline_refs(timeline)
     files: dict[str, Path] = {}
-    mapping: dict[str, str] = {}
-    uploads: dict[str, Path] = {}
-    for field, ref in render_refs(timeline).items():
-        if ref.startswith(("http://", "https://")):
+    for field, ref in refs.items():
+        if is_url(ref):
             continue  # fetched by the worker, within the same limits
         path = Path(ref).expanduser()
         files[field] = path if path.is_absolute() else job.base_dir / path
     require_local_files(files)
+    mapping: dict[str, str] = {}
+    uploads: dict[str, Path] = {}
+    names: dict[str, str] = {}
     for field, path in files.items():
-        ref = render_refs(timeline)[field]
+        ref = refs[field]
         if ref in mapping:
             continue
         sha, _size = sha256_file(path)
         mapping[ref] = blob_ref(sha, path.suffix)
         uploads[sha] = path
+        names[mapping[ref]] = str(path)
     options = job.options
-    payload = {"timeline": rewrite_refs(timeline, mapping),
-               "options": {"preset": options.preset, "crf": options.crf,
-                           "frame_range": list(options.frame_range)
-                           if options.frame_range else None,
-                           "allow_missing_glyphs": job.allow_missing_glyphs}}
+    payload = RenderPayload.model_validate({
+        "timeline": rewrite_refs(timeline, mapping),
+        "options": RenderOptions(preset=options.preset, crf=options.crf,
+                                 frame_range=list(options.frame_range)
+                                 if options.frame_range else None,
+                                 allow_missing_glyphs=job.allow_missing_glyphs)})
     remote = RemoteJob("render_video", payload, uploads, units=float(job.frames),
-                       unit="frames")
+                       unit="frames", local_names=names)
 
-    def fetch(backend: Backend, status: dict[str, Any]) -> RenderResult:
-        artifact = _artifacts(status).get("video.mp4")
-        if artifact is None:
-            raise JobFailed("the render finished without a video artifact")
+    def fetch(backend: Backend, status: JobStatus) -> RenderResult:
+        artifact = _artifact(status, "video.mp4", "render")
         if stages is not None:
-            stages.stage("downloading", artifact.get("size"), "bytes")
+            stages.stage("downloading", artifact.size, "bytes")
         output = job.output.expanduser().absolute()
-        _download_to(backend, artifact, output, overwrite=job.overwrite,
-                     on_bytes=stages.update if stages is not None else None)
-        summary = dict((status.get("result") or {}).get("summary") or {})
+        with staged(output, overwrite=job.overwrite, suffix=".part" + output.suffix) as tmp:
+            backend.download(artifact.sha256, tmp,
+                             stages.update if stages is not None else None)
+        summary = dict(status.result.summary if status.result is not None else {})
         summary["output"] = str(output)
         return RenderResult(**summary)
 
@@ -90,28 +103,30 @@ def render_remote(job: Any, stages: Any = None) -> tuple[RemoteJob, Fetch]:
 
 def transcribe_remote(job: Any) -> tuple[RemoteJob, Fetch]:
     """A ``TranscribeJob`` -> (RemoteJob, fetch returning the ``Transcript``)."""
+    from canvascast_cli.engines.transcribe.models import model_names
     from canvascast_cli.engines.transcribe.result import Transcript
 
     require_local_files({"AUDIO": job.audio})
+    if job.model not in model_names(job.engine):
+        raise InvalidInput(f"--model: {job.model!r}: a remote job takes a model name (one "
+                           f"of {', '.join(model_names(job.engine))}); a model file on "
+                           "this machine works with --local")
     sha, _size = sha256_file(job.audio)
-    payload: dict[str, Any] = {
-        "audio": blob_ref(sha, job.audio.suffix), "engine": job.engine, "model": job.model,
-        "language": job.language, "beam_size": job.beam_size,
-        "script": list(job.script) if job.script is not None else None,
-        "offset": job.offset, "compute_type": job.compute_type,
-        "allow_script_mismatch": job.allow_script_mismatch, "refine": job.refine}
+    ref = blob_ref(sha, job.audio.suffix)
+    payload = TranscribePayload(
+        audio=ref, engine=job.engine, model=job.model, language=job.language,
+        beam_size=job.beam_size, script=list(job.script) if job.script is not None else None,
+        offset=job.offset, compute_type=job.compute_type,
+        allow_script_mismatch=job.allow_script_mismatch, refine=job.refine)
     remote = RemoteJob("transcribe_audio", payload, {sha: job.audio},
-                       units=_audio_seconds(job.audio), unit="seconds")
+                       units=_audio_seconds(job.audio), unit="seconds",
+                       local_names={ref: str(job.audio)})
 
-    def fetch(backend: Backend, status: dict[str, Any]) -> Transcript:
-        artifact = _artifacts(status).get("transcript.json")
-        if artifact is None:
-            raise JobFailed("the transcription finished without a transcript artifact")
-        import tempfile
-
+    def fetch(backend: Backend, status: JobStatus) -> Transcript:
+        artifact = _artifact(status, "transcript.json", "transcription")
         with tempfile.TemporaryDirectory(prefix="canvascast-fetch-") as folder:
             path = Path(folder) / "transcript.json"
-            backend.download(artifact["sha256"], path)
+            backend.download(artifact.sha256, path)
             return Transcript.from_dict(json.loads(path.read_text(encoding="utf-8")))
 
     return remote, fetch
@@ -141,29 +156,29 @@ def images_remote(requests: list[Any], provider: str, model: str,
 
     from canvascast_cli.engines.images.base import ImageResult
 
-    payload = {"provider": provider, "model": model, "palette": palette,
-               "requests": [asdict(r) for r in requests]}
+    payload = ImagesPayload.model_validate({
+        "provider": provider, "model": model, "palette": palette,
+        "requests": [ImageRequest(**asdict(r)) for r in requests]})
     remote = RemoteJob("generate_images", payload, {}, units=float(len(requests)),
                        unit="images")
 
-    def fetch(backend: Backend, status: dict[str, Any]) -> list[ImageResult]:
-        import tempfile
-
-        result = status.get("result") or {}
-        artifacts = _artifacts(status)
+    def fetch(backend: Backend, status: JobStatus) -> list[ImageResult]:
+        result = status.result
+        entries = (result.images or []) if result is not None else []
         out = []
         with tempfile.TemporaryDirectory(prefix="canvascast-fetch-") as folder:
-            for entry in result.get("images") or []:
+            for entry in entries:
                 data = None
-                name = entry.get("artifact")
-                if name:
-                    path = Path(folder) / name
-                    backend.download(artifacts[name]["sha256"], path)
+                if entry.artifact:
+                    path = Path(folder) / Path(entry.artifact).name
+                    backend.download(_artifact(status, entry.artifact, "batch").sha256, path)
                     data = path.read_bytes()
-                out.append(ImageResult(int(entry["index"]), data, entry.get("mime_type"),
-                                       blocked=entry.get("blocked"),
-                                       details=dict(entry.get("details") or {})))
+                out.append(ImageResult(entry.index, data, entry.mime_type,
+                                       blocked=entry.blocked, details=dict(entry.details)))
         by_index = {r.index: r for r in out}
+        missing = [r.index for r in requests if r.index not in by_index]
+        if missing:
+            raise JobFailed(f"the batch finished without images {missing}")
         return [by_index[r.index] for r in requests]
 
     return remote, fetch
