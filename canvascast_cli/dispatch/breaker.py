@@ -26,7 +26,7 @@ joined by a second one; the default is ``max(reset_timeout, 600)``.
 
 The clock is injected (``clock=time.time``) and nothing here sleeps: tests move time.
 
-What leaves the process (``BreakerSnapshot`` for ``canvascast status``, the extra fields of
+What leaves the process (``BreakerSnapshot`` for the operators' view, the extra fields of
 a ``BreakerOpen`` error) is encoded by ``records.dump``: times as unix seconds, rounded to
 the millisecond.
 """
@@ -176,7 +176,7 @@ class Permit:
 
 @pydantic.dataclasses.dataclass(frozen=True)
 class BreakerSnapshot:
-    """The circuit as ``canvascast status`` shows it. ``retry_at`` (unix time): when an
+    """The circuit as an operator sees it. ``retry_at`` (unix time): when an
     open circuit lets its next trial through, or when a running trial's lease runs out."""
 
     key: str

@@ -50,6 +50,7 @@ from canvascast_cli.protocol import (
     sha256_file,
 )
 from canvascast_cli.protocol.modal_calls import (
+    DEPLOY_HINT,
     Notes,
     aget_outcome,
     cancel_key,
@@ -232,9 +233,8 @@ class ModalBackend:
             try:
                 await _bounded(self._volume.hydrate.aio(), self.timeout)
             except self._sdk.exception.NotFoundError:
-                raise ModalUnavailable(f"Modal Volume {self.volume_name!r} not found: is the "
-                                       "app deployed in this environment? run `canvascast "
-                                       "deploy`") from None
+                raise ModalUnavailable(f"Modal Volume {self.volume_name!r} not found: "
+                                       f"{DEPLOY_HINT}") from None
             self._volume_ready = True
         return self._volume
 

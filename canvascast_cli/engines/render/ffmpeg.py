@@ -196,19 +196,3 @@ def _widen_pipe(stream: IO[bytes] | None) -> None:
     # Above /proc/sys/fs/pipe-max-size an unprivileged user gets EPERM: keep the default.
     with contextlib.suppress(OSError):
         fcntl.fcntl(stream.fileno(), fcntl.F_SETPIPE_SZ, 1 << 20)
-
-
-def run_ffmpeg(args: Sequence[str], *, cwd: Path | None = None, timeout: float | None = None
-               ) -> str:
-    """Run ffmpeg to completion with no stdin; return stderr, raise FFmpegError on failure."""
-    try:
-        done = subprocess.run(list(args), capture_output=True, cwd=cwd, timeout=timeout,
-                              stdin=subprocess.DEVNULL)
-    except subprocess.TimeoutExpired:
-        raise FFmpegError(f"ffmpeg did not finish within {timeout:g} s") from None
-    stderr = done.stderr.decode("utf-8", "replace")
-    if done.returncode != 0:
-        tail = [line for line in stderr.splitlines() if line.strip()][-_TAIL_LINES:]
-        raise FFmpegError(f"ffmpeg failed (exit status {done.returncode}); its last lines:",
-                          details=tail)
-    return stderr
