@@ -31,6 +31,8 @@ from typing import Annotated, Any, Generic, Literal, TypeVar, get_args
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from canvascast_cli import __version__
+# The names are config's (a leaf): modal.toml has a table per function.
+from canvascast_cli.config import FunctionName
 from canvascast_cli.errors import CanvasCastError, InvalidInput, NotFound
 from canvascast_cli.records import Seconds
 from canvascast_cli.timeline import Timeline
@@ -336,9 +338,6 @@ class Envelope(WireModel, Generic[T]):
 
 # ---------------------------------------------------------------------------------------
 # The functions
-
-
-FunctionName = Literal["render_video", "transcribe_audio", "generate_images"]
 
 
 @dataclass(frozen=True)
