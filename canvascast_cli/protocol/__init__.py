@@ -31,8 +31,7 @@ from typing import Annotated, Any, Generic, Literal, TypeVar, get_args
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from canvascast_cli import __version__
-# The names are config's (a leaf): modal.toml has a table per function.
-from canvascast_cli.config import FunctionName
+from canvascast_cli.config import FunctionName  # config's: a modal.toml table per function
 from canvascast_cli.errors import CanvasCastError, InvalidInput, NotFound
 from canvascast_cli.records import Seconds
 from canvascast_cli.timeline import Timeline
