@@ -27,10 +27,10 @@ user-info part (``redact``).
 from __future__ import annotations
 
 import functools
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit, urlunsplit
 
 from canvascast_cli.errors import (
     AuthFailed,
@@ -77,29 +77,35 @@ _REASONS = {400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not
             503: "Service Unavailable", 504: "Gateway Timeout"}
 
 
-def redact(url: str) -> str:
-    """``url`` without its user-info (``http://user:TOKEN@host`` -> ``http://host``)."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "<an invalid URL>"
-    if parts.username is None and parts.password is None:
-        return url
-    host = parts.hostname or ""
-    if ":" in host:
-        host = f"[{host}]"
-    netloc = host + (f":{parts.port}" if parts.port is not None else "")
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+def redact(text: str) -> str:
+    """``text`` — a URL, or a message naming URLs — without any URL's user-info
+    (``http://user:TOKEN@host`` -> ``http://host``).
+
+    Pure text work, so it never fails: a URL it cannot parse (a port that is not a
+    number, a password with an ``@`` in it) is redacted as well as a good one, and so is
+    one with no scheme (``user:TOKEN@host``, when ``text`` begins with it)."""
+    text = _USERINFO.sub("//", text)
+    return _LEADING_USERINFO.sub("", text, count=1)
 
 
-def transport_error(exc: httpx.HTTPError, where: str) -> CanvasCastError:
-    """What httpx raised before any answer arrived; ``where`` names URL and route."""
+# The authority's user-info: after "//", up to its last "@" before the path, query or
+# fragment begins (RFC 3986: "/", "?" and "#" end the authority).
+_USERINFO = re.compile(r"//[^\s/?#]*@")
+# A URL without a scheme at the start of the text ("user:TOKEN@host/...").
+_LEADING_USERINFO = re.compile(r"^[^\s/?#]*@(?=[^\s/?#@])")
+
+
+def transport_error(exc: httpx.HTTPError, where: str, *, timeout: float | None = None
+                    ) -> CanvasCastError:
+    """What httpx raised before any answer arrived; ``where`` names URL and route,
+    ``timeout`` (when known) how long an answer was waited for."""
     import httpx
 
     kind = type(exc).__name__
     where = redact(where)
     if isinstance(exc, httpx.TimeoutException):
-        return Timeout(f"{where}: no answer in time ({kind})")
+        within = f"within {timeout:g} s" if timeout is not None else "in time"
+        return Timeout(f"{where} did not answer {within} ({kind})")
     if isinstance(exc, httpx.UnsupportedProtocol | httpx.InvalidURL):
         return InvalidInput(f"{where}: not an http(s) URL that can be fetched ({kind})")
     if isinstance(exc, httpx.TooManyRedirects):

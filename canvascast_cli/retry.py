@@ -70,6 +70,9 @@ class RetryPolicy:
     sleep: Callable[[float], None] = time.sleep
     rng: random.Random = field(default_factory=random.Random)
     on_retry: Callable[[int, BaseException, float], None] | None = None  # (attempt, error, delay)
+    # Which failures another attempt is for: ``errors.is_retryable``, or a caller's
+    # narrower rule (Gemini does not retry a timeout: the image may be made and billed).
+    retry_if: Callable[[BaseException], bool] = is_retryable
 
     def delay(self, attempt: int, error: BaseException | None) -> float:
         """The wait after failed attempt number ``attempt`` (1-based)."""
@@ -94,7 +97,7 @@ class RetryPolicy:
         retrying = tenacity.Retrying(
             stop=tenacity.stop_after_attempt(max(1, self.attempts)),
             wait=wait,
-            retry=tenacity.retry_if_exception(is_retryable),
+            retry=tenacity.retry_if_exception(self.retry_if),
             sleep=self.sleep,
             reraise=True,
         )

@@ -298,10 +298,13 @@ def test_rate_limit_twice_then_success_backs_off(server: FakeGemini) -> None:
     [result] = provider.generate([request()])
     assert result.ok and result.mime_type == "image/png" and result.data is not None
     assert result.data.startswith(b"\x89PNG")
-    assert delays == [1.0, 2.0] and len(server.requests) == 3
+    # The one retry policy: 1 s, 2 s, each plus up to 10 % jitter.
+    assert [round(d) for d in delays] == [1, 2] and len(server.requests) == 3
+    assert 1.0 <= delays[0] <= 1.1 and 2.0 <= delays[1] <= 2.2
 
 
 def test_retry_after_header_is_honoured(server: FakeGemini) -> None:
+    """Seconds here; an HTTP date works too, read by the same function as everywhere."""
     answers = iter([(429, {"Retry-After": "7"}, {"error": {"code": 429}})])
     server.reply = lambda body: next(answers, None) or image_reply(body)
     delays: list[float] = []
@@ -317,7 +320,7 @@ def test_server_errors_are_retried_then_fail_retryable(server: FakeGemini) -> No
     with pytest.raises(ServerError) as info:
         provider.generate([request("a", 0), request("b", 1)])
     assert info.value.retryable and "HTTP 503 UNAVAILABLE" in info.value.message
-    assert len(server.requests) == 6 and sorted(delays) == [1.0, 1.0, 2.0, 2.0]
+    assert len(server.requests) == 6 and [round(d) for d in sorted(delays)] == [1, 1, 2, 2]
 
 
 def test_connection_errors_are_sanitised(server: FakeGemini) -> None:
@@ -332,7 +335,7 @@ def test_connection_errors_are_sanitised(server: FakeGemini) -> None:
     with pytest.raises(ConnectionFailed) as info:
         provider.generate([request()])
     assert info.value.retryable and f"cannot reach Gemini at {url}" in str(info.value)
-    assert delays == [1.0, 2.0]
+    assert [round(d) for d in delays] == [1, 2]
     chain: list[BaseException] = []
     exc: BaseException | None = info.value
     while exc is not None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import email.utils
 import http.server
 import os
 import signal
@@ -13,6 +14,7 @@ import textwrap
 import threading
 import time
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
@@ -188,19 +190,40 @@ def test_a_bad_file_in_the_cache_is_fetched_again(media: Path) -> None:
 ])
 def test_http_status_errors(media: Path, answer: httpx.Response,
                             error: type[CanvasCastError], retryable: bool) -> None:
-    transport, _ = _serving(lambda request: answer)
+    """Read by the one httpx mapping (net.DOWNLOAD); retried by the one policy: a 404
+    once, a 503 or 429 up to three times (a 429's Retry-After honoured)."""
+    transport, asked = _serving(lambda request: answer)
+    delays: list[float] = []
     with pytest.raises(error) as info:
-        resolve_timeline(_timeline("img0.jpg", URL), media, transport=transport)
+        resolve_timeline(_timeline("img0.jpg", URL), media, transport=transport,
+                         sleep=delays.append)
     exc = info.value
     assert type(exc) is error and exc.retryable is retryable
     text = f"scenes[1].image: {URL} answered HTTP {answer.status_code}"
     if error is InvalidInput:
-        assert exc.details == [text]
+        assert len(exc.details) == 1 and exc.details[0].startswith(text)
     else:
-        assert exc.message == text
+        assert exc.message.startswith(text)
+    assert len(asked) == (3 if retryable else 1)
     if isinstance(exc, RateLimited):
-        assert exc.retry_after == 7.0
+        assert exc.retry_after == 7.0 and delays == [7.0, 7.0]
     assert _cached() == []
+
+
+def test_a_download_that_fails_once_is_retried(media: Path) -> None:
+    """A 503 then the image: fetched on the second try, after the policy's first pause
+    (1 s plus jitter); a Retry-After as an HTTP date is read as well as seconds."""
+    image = (media / "img0.jpg").read_bytes()
+    when = email.utils.format_datetime(datetime.now(UTC) + timedelta(seconds=30),
+                                       usegmt=True)
+    answers = iter([httpx.Response(503), httpx.Response(429, headers={"Retry-After": when})])
+    transport, asked = _serving(lambda request: next(answers, None) or
+                                httpx.Response(200, content=image))
+    delays: list[float] = []
+    resolved = resolve_timeline(_timeline(URL), media, transport=transport,
+                                sleep=delays.append)
+    assert len(asked) == 3 and image_problem(resolved.images[0]) is None
+    assert 1.0 <= delays[0] <= 1.1 and 25 <= delays[1] <= 30
 
 
 @pytest.mark.parametrize(("raised", "error", "code"), [
@@ -216,7 +239,8 @@ def test_network_failures_are_retryable(media: Path, raised: Exception,
 
     transport, _ = _serving(fail)
     with pytest.raises(error) as info:
-        resolve_timeline(_timeline(URL, URL), media, transport=transport)
+        resolve_timeline(_timeline(URL, URL), media, transport=transport,
+                         sleep=lambda _s: None)
     exc = info.value
     assert exc.code == code and exc.retryable
     assert exc.message.startswith("scenes[0].image: ") and URL in exc.message
@@ -226,9 +250,11 @@ def test_network_failures_are_retryable(media: Path, raised: Exception,
 def test_input_problems_come_first_and_list_failed_downloads(media: Path) -> None:
     transport, _ = _serving(lambda request: httpx.Response(503))
     with pytest.raises(InvalidInput) as info:
-        resolve_timeline(_timeline("gone.png", URL), media, transport=transport)
+        resolve_timeline(_timeline("gone.png", URL), media, transport=transport,
+                         sleep=lambda _s: None)
     assert info.value.details == [f"scenes[0].image: file not found: {media / 'gone.png'}",
-                                  f"scenes[1].image: {URL} answered HTTP 503"]
+                                  f"scenes[1].image: {URL} answered HTTP 503 Service "
+                                  "Unavailable"]
 
 
 class _Body(httpx.SyncByteStream):
@@ -338,7 +364,7 @@ def test_a_server_that_never_answers_times_out(media: Path,
     port = silent_server.getsockname()[1]
     with pytest.raises(Timeout) as info:
         resolve_timeline(_timeline(f"http://127.0.0.1:{port}/a.jpg"), media,
-                         limits=InputLimits(read_timeout=0.2))
+                         limits=InputLimits(read_timeout=0.2), sleep=lambda _s: None)
     assert info.value.message.startswith(f"scenes[0].image: http://127.0.0.1:{port}/a.jpg "
                                          "did not answer within 0.2 s")
 

@@ -8,9 +8,10 @@ the API key scrubbed from every message, because SDK exceptions carry the reques
 with it the ``x-goog-api-key`` header).
 
 Retries: rate limits (429), server errors (5xx) and failed connections are retried here up
-to ``attempts`` times per prompt with exponential backoff (tenacity), honouring the
-service's retry hint (``Retry-After`` or ``RetryInfo``). The SDK's own retry is off by
-default, so nothing retries twice.
+to ``attempts`` times per prompt by the one retry policy (``canvascast_cli.retry``: its
+backoff and jitter, the service's retry hint — ``Retry-After`` or ``RetryInfo`` — honoured
+up to the same cap as everywhere). The SDK's own retry is off by default, so nothing
+retries twice.
 
 Seeds are recorded in the sidecars but not sent: Gemini image output is not reproducible
 from a seed, and an unverified request field risks a 400 on every image.
@@ -18,14 +19,13 @@ from a seed, and an unverified request field risks a 400 on every image.
 
 from __future__ import annotations
 
-import email.utils
 import io
 import os
 import re
 import time
 from collections.abc import Callable
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from canvascast_cli import env
 from canvascast_cli.engines.images.base import ImageRequest, ImageResult
@@ -40,9 +40,6 @@ from canvascast_cli.errors import (
     Timeout,
     is_retryable,
 )
-
-if TYPE_CHECKING:
-    from tenacity import RetryCallState
 
 DEFAULT_MODEL = "gemini-3.1-flash-image"
 KEY_VARIABLES = env.GEMINI_KEYS  # first set wins
@@ -68,8 +65,6 @@ SAFETY_REASONS = frozenset({
 REQUEST_TIMEOUT_S = 120.0  # an image takes ~5-30 s; past 2 min something is wrong
 MAX_WORKERS = 4  # concurrent requests per batch: enough for latency, gentle on quotas
 ATTEMPTS = 3  # per prompt, first try included
-BACKOFF_MAX_S = 30.0  # longest computed pause between two attempts
-RETRY_HINT_MAX_S = 60.0  # longest server-requested pause we honour; longer: give up
 
 
 class GeminiProvider:
@@ -160,17 +155,10 @@ class GeminiProvider:
     # -- one prompt ---------------------------------------------------------------------
 
     def _generate_one(self, request: ImageRequest) -> ImageResult:
-        import tenacity  # installed with google-genai, which retries with it too
+        from canvascast_cli.retry import RetryPolicy
 
-        retrying = tenacity.Retrying(
-            stop=tenacity.stop_after_attempt(self.attempts),
-            wait=_backoff,
-            retry=tenacity.retry_if_exception(_retry_here),
-            sleep=self._sleep,
-            reraise=True,
-        )
-        response = retrying(self._call, request)
-        return _to_result(request, response)
+        policy = RetryPolicy(attempts=self.attempts, sleep=self._sleep, retry_if=_retry_here)
+        return _to_result(request, policy.call(self._call, request))
 
     def _call(self, request: ImageRequest) -> Any:
         """One ``generate_content`` call; any exception comes out translated."""
@@ -271,28 +259,13 @@ def _retry_here(exc: BaseException) -> bool:
             and not isinstance(exc, Timeout))
 
 
-def _backoff(state: RetryCallState) -> float:
-    """1 s, 2 s, 4 s ... (at most BACKOFF_MAX_S), or longer where a 429 says so."""
-    delay = min(BACKOFF_MAX_S, 2.0 ** (state.attempt_number - 1))
-    exc = state.outcome.exception() if state.outcome is not None else None
-    if isinstance(exc, RateLimited) and exc.retry_after:
-        delay = max(delay, min(exc.retry_after, RETRY_HINT_MAX_S))
-    return delay
-
-
 def _retry_hint(response: Any, details: dict[str, Any]) -> float | None:
     """Seconds to wait from a ``Retry-After`` header or a ``google.rpc.RetryInfo``."""
-    headers = getattr(response, "headers", None)
-    value = headers.get("retry-after") if headers is not None else None
-    if value:
-        try:
-            return max(0.0, float(value))
-        except ValueError:
-            try:
-                when = email.utils.parsedate_to_datetime(value)
-                return max(0.0, when.timestamp() - time.time())
-            except (TypeError, ValueError):
-                pass
+    from canvascast_cli.retry import retry_after
+
+    hint = retry_after(getattr(response, "headers", None))
+    if hint is not None:
+        return hint
     error = details.get("error", details)
     for item in (error.get("details") or []) if isinstance(error, dict) else []:
         delay = item.get("retryDelay") if isinstance(item, dict) else None

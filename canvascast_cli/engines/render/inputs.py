@@ -34,13 +34,11 @@ from canvascast_cli.engines.render.fonts.messages import missing_problems
 from canvascast_cli.engines.render.fonts.plan import FontPlan, plan_fonts
 from canvascast_cli.errors import (
     CanvasCastError,
-    ConnectionFailed,
     InvalidInput,
-    JobFailed,
     RateLimited,
-    ServerError,
     Timeout,
     from_os_error,
+    is_retryable,
 )
 from canvascast_cli.paths import cache_dir
 from canvascast_cli.timeline import (
@@ -59,6 +57,7 @@ DOWNLOAD_TIMEOUT = 60.0  # seconds for a whole download
 READ_TIMEOUT = 10.0  # seconds a connect or any one read may wait
 # A download's temporary this old was abandoned (the process was killed mid-download).
 STALE_PART_SECONDS = 3600.0
+DOWNLOAD_ATTEMPTS = 3  # tries of one download (first included), within its deadline
 
 _WAIT_SLICE = 0.1  # the main thread waits this long at a time, so signals are handled
 
@@ -96,6 +95,7 @@ def resolve_timeline(
     transport: httpx.BaseTransport | None = None,
     check_image: ImageCheck | None = None,
     allow_missing_glyphs: bool = False,
+    sleep: Callable[[float], None] | None = None,
 ) -> ResolvedInputs:
     """Check every input of ``timeline``; relative paths are read from ``base_dir``.
 
@@ -106,7 +106,8 @@ def resolve_timeline(
     downloads; ``check_image(path)`` says what is wrong with an image file, or None
     (``image_problem`` by default), and is called once per distinct image. Caption
     characters no font has are problems too, unless ``allow_missing_glyphs`` (then they
-    are listed in ``fonts.missing``; see the ``fonts`` package).
+    are listed in ``fonts.missing``; see the ``fonts`` package). ``sleep`` is what a
+    download's retry waits with (default: a wait that Ctrl-C cuts short; tests record).
     """
     # Absolute, because ffmpeg runs in a private working directory.
     base_dir = base_dir.expanduser().absolute()
@@ -132,7 +133,7 @@ def resolve_timeline(
     if any(kind == "url" for kind, _ in jobs):
         _sweep_partials(_images_cache())
 
-    outcomes = _run_jobs(jobs, limits, transport)
+    outcomes = _run_jobs(jobs, limits, transport, sleep)
     images: list[Path] = []
     for i, key in enumerate(keys):
         outcome = outcomes[key]
@@ -283,14 +284,23 @@ class _Worker:
     """What one worker thread owns: the cancel flag it obeys and its own HTTP client."""
 
     def __init__(self, limits: InputLimits, transport: httpx.BaseTransport | None,
-                 cancel: threading.Event) -> None:
+                 cancel: threading.Event, sleep: Callable[[float], None] | None = None
+                 ) -> None:
         self.limits = limits
         self._transport = transport
         self._cancel = cancel
+        self._sleep = sleep
         self._client: httpx.Client | None = None
 
     def check_cancelled(self) -> None:
         if self._cancel.is_set():
+            raise _Cancelled
+
+    def wait(self, seconds: float) -> None:
+        """A retry's pause, cut short (and the work dropped) when the run is cancelled."""
+        if self._sleep is not None:
+            self._sleep(seconds)
+        elif self._cancel.wait(seconds):
             raise _Cancelled
 
     def client(self) -> httpx.Client:
@@ -313,8 +323,9 @@ _Job = Callable[[_Worker], Path]
 _K = TypeVar("_K")
 
 
-def _run_jobs(jobs: dict[_K, _Job], limits: InputLimits,
-              transport: httpx.BaseTransport | None) -> dict[_K, Path | BaseException]:
+def _run_jobs(jobs: dict[_K, _Job], limits: InputLimits, transport: httpx.BaseTransport | None,
+              sleep: Callable[[float], None] | None = None
+              ) -> dict[_K, Path | BaseException]:
     """Each job's path or exception, computed on daemon threads; the caller can be
     interrupted at any time (the workers are told to stop, and none outlives the process)."""
     if not jobs:
@@ -326,7 +337,7 @@ def _run_jobs(jobs: dict[_K, _Job], limits: InputLimits,
     cancel = threading.Event()
 
     def work() -> None:
-        worker = _Worker(limits, transport, cancel)
+        worker = _Worker(limits, transport, cancel, sleep)
         try:
             while not cancel.is_set():
                 try:
@@ -420,17 +431,37 @@ def _download_job(url: str, limits: InputLimits, check: ImageCheck) -> _Job:
 
 
 def _download(url: str, target: Path, worker: _Worker, check: ImageCheck) -> None:
-    """Fetch ``url`` into ``target`` within the worker's limits; publish only a good image."""
+    """Fetch ``url`` into ``target`` within the worker's limits; publish only a good image.
+
+    A failure another try may fix (a 5xx, a 429, a reset connection, a read timeout) is
+    retried by the one retry policy while the download's total deadline allows; whatever
+    the server answers is read by the one httpx mapping (``net``, as a ``DOWNLOAD``)."""
+    from canvascast_cli.retry import RetryPolicy
+
+    deadline = time.monotonic() + worker.limits.download_timeout
+
+    def worth_another_try(exc: BaseException) -> bool:
+        return is_retryable(exc) and time.monotonic() < deadline
+
+    policy = RetryPolicy(attempts=DOWNLOAD_ATTEMPTS, sleep=worker.wait,
+                         retry_if=worth_another_try)
+    policy.call(_fetch_once, url, target, worker, check, deadline)
+
+
+def _fetch_once(url: str, target: Path, worker: _Worker, check: ImageCheck,
+                deadline: float) -> None:
     import httpx
+
+    from canvascast_cli.net import DOWNLOAD, status_error, transport_error
 
     limits = worker.limits
     cap = limits.download_max_bytes
-    deadline = time.monotonic() + limits.download_timeout
     too_slow = f"{url} did not download within {limits.download_timeout:g} s"
+    worker.check_cancelled()
     try:
         with worker.client().stream("GET", url) as resp:
             if resp.status_code >= 300:
-                raise _status_error(url, resp)
+                raise status_error(resp.status_code, resp.headers, url, DOWNLOAD)
             declared = resp.headers.get("content-length", "")
             if declared.isdigit() and int(declared) > cap:
                 raise InvalidInput(f"{url} is {int(declared)} bytes, more than the "
@@ -451,29 +482,9 @@ def _download(url: str, target: Path, worker: _Worker, check: ImageCheck) -> Non
                 if problem:
                     raise InvalidInput(f"{url} {problem}")
                 worker.check_cancelled()
-    except httpx.TimeoutException as exc:
-        wait = min(limits.read_timeout, limits.download_timeout)
-        raise Timeout(f"{url} did not answer within {wait:g} s ({type(exc).__name__})"
-                      ) from None
-    except (httpx.NetworkError, httpx.RemoteProtocolError) as exc:
-        raise ConnectionFailed(f"cannot download {url}: {_reason(exc)}") from None
-    except (httpx.UnsupportedProtocol, httpx.TooManyRedirects, httpx.InvalidURL) as exc:
-        raise InvalidInput(f"cannot download {url}: {_reason(exc)}") from None
     except httpx.HTTPError as exc:
-        raise JobFailed(f"cannot download {url}: {_reason(exc)}") from None
-
-
-def _status_error(url: str, resp: httpx.Response) -> CanvasCastError:
-    status = resp.status_code
-    text = f"{url} answered HTTP {status}"
-    if status == 429:
-        hint = resp.headers.get("retry-after", "")
-        return RateLimited(text, retry_after=float(hint) if hint.isdigit() else None)
-    if 400 <= status < 500:
-        return InvalidInput(text)
-    if status >= 500:
-        return ServerError(text)
-    return JobFailed(text)  # a 3xx left over after following redirects
+        wait = min(limits.read_timeout, limits.download_timeout)
+        raise transport_error(exc, url, timeout=wait) from None
 
 
 def _reason(exc: BaseException) -> str:
