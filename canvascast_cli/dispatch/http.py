@@ -14,12 +14,17 @@ leaves here as a ``canvascast_cli.errors`` class through the one httpx mapping
     other 5xx                                 -> ServerError         (retryable)
     any other 4xx or 3xx without our envelope,
     a 2xx that is not our envelope (a proxy's
-    page, a wrong URL)                        -> UnexpectedResponse  (exit 2, never retried:
+    page, a wrong URL), a reply that is not
+    the model the route returns               -> UnexpectedResponse  (exit 2, never retried:
                                                                       one request, no breaker)
 
+"Our envelope" is ``{"success": false, "error": {"code": ..., ...}}``; another app's JSON
+error document (``{"detail": ...}``, ``{"error": {"message": ...}}``) is not, and its
+status decides.
+
 Bodies are read and written as the wire format's models. The token is sent in a header
-and never appears in a message: errors name the endpoint and the route, nothing else of
-the request. Job ids are checked before they go into a URL.
+and never appears in a message: errors name the endpoint (without any user-info) and the
+route, nothing else of the request. Job ids are checked before they go into a URL.
 """
 
 from __future__ import annotations
@@ -37,11 +42,12 @@ from pydantic import BaseModel, ValidationError
 
 from canvascast_cli import __version__
 from canvascast_cli.errors import CanvasCastError, IntegrityError, UnexpectedResponse, from_dict
-from canvascast_cli.net import JOB_API, status_error, transport_error
+from canvascast_cli.net import JOB_API, redact, status_error, transport_error
 from canvascast_cli.protocol import (
     API,
     CHUNK,
     BlobStored,
+    Health,
     JobStatus,
     MissingReply,
     Payload,
@@ -63,6 +69,7 @@ class HttpBackend:
                  transport: httpx.BaseTransport | None = None, timeout: float = 60.0,
                  clock: Callable[[], float] | None = None) -> None:
         self.endpoint = endpoint.rstrip("/")
+        self._shown = redact(self.endpoint)  # how messages name it: never its user-info
         self.retry = retry or RetryPolicy()
         self._clock = clock
         self._client = httpx.Client(
@@ -72,7 +79,7 @@ class HttpBackend:
                      "User-Agent": f"canvascast/{__version__}"})
 
     def __repr__(self) -> str:  # never the token
-        return f"HttpBackend({self.endpoint!r})"
+        return f"HttpBackend({self._shown!r})"
 
     def close(self) -> None:
         self._client.close()
@@ -126,9 +133,9 @@ class HttpBackend:
     def cancel(self, job_id: str) -> JobStatus:
         return self._call(JobStatus, "DELETE", f"/jobs/{_segment(job_id)}")
 
-    def health(self) -> dict[str, Any]:
-        response = self._client.get(f"/{API}/health")
-        return dict(response.json().get("data") or {})
+    def health(self) -> Health:
+        """The server's liveness and version (no token needed; mapped like any call)."""
+        return self._call(Health, "GET", "/health")
 
     def download(self, sha: str, into: Path, on_bytes: Bytes | None = None) -> int:
         """GET a blob into the file ``into``; its sha256 must match."""
@@ -150,7 +157,7 @@ class HttpBackend:
                             if on_bytes is not None:
                                 on_bytes(size)
                 except httpx.HTTPError as exc:
-                    raise transport_error(exc, f"{self.endpoint}: GET {route}") from None
+                    raise transport_error(exc, f"{self._shown}: GET {route}") from None
             if digest.hexdigest() != sha:
                 raise IntegrityError(f"downloaded {size:,} bytes hash to {digest.hexdigest()}, "
                                      f"not {sha}")
@@ -169,31 +176,30 @@ class HttpBackend:
         try:
             response = self._client.request(method, path, **kwargs)
         except httpx.HTTPError as exc:
-            raise transport_error(exc, f"{self.endpoint}: {route}") from None
+            raise transport_error(exc, f"{self._shown}: {route}") from None
         if response.status_code >= 300:
             raise self._status_error(response, route)
         doc = _json(response)
-        if not isinstance(doc, dict) or "success" not in doc:
+        if _is_our_error(doc):
+            raise _envelope_error(doc, f"{route}: ")
+        if not isinstance(doc, dict) or doc.get("success") is not True:
             raise UnexpectedResponse(
-                f"{self.endpoint}: {route} answered HTTP {response.status_code} with "
+                f"{self._shown}: {route} answered HTTP {response.status_code} with "
                 f"{'JSON that is not' if doc is not None else 'a body that is not'} the job "
                 f"API's envelope ({JOB_API.client_hint})")
-        if not doc["success"]:
-            raise _envelope_error(doc, f"{route}: ")
         try:
             return model.model_validate(doc.get("data"))
         except ValidationError as exc:
             raise UnexpectedResponse(
-                f"{self.endpoint}: {route}: the reply is not the {model.__name__} this "
+                f"{self._shown}: {route}: the reply is not the {model.__name__} this "
                 f"canvascast expects ({exc.error_count()} problem(s); is the server a "
                 "compatible version?)") from None
 
     def _status_error(self, response: httpx.Response, route: str) -> CanvasCastError:
         doc = _json(response)
-        said = _envelope_error(doc, f"{route}: ") if isinstance(doc, dict) and isinstance(
-            doc.get("error"), dict) else None
+        said = _envelope_error(doc, f"{route}: ") if _is_our_error(doc) else None
         return status_error(response.status_code, response.headers,
-                            f"{self.endpoint}: {route}", JOB_API, said=said, clock=self._clock)
+                            f"{self._shown}: {route}", JOB_API, said=said, clock=self._clock)
 
 
 def _segment(job_id: str) -> str:
@@ -206,6 +212,16 @@ def _json(response: httpx.Response) -> Any:
         return response.json()
     except (json.JSONDecodeError, UnicodeDecodeError):
         return None
+
+
+def _is_our_error(doc: Any) -> bool:
+    """Whether a body is our envelope with an error: another app's JSON error document
+    (``{"error": {"message": ...}}``, ``{"detail": ...}``) is not, and its status
+    decides (``net.status_error``)."""
+    if not isinstance(doc, dict) or doc.get("success") is not False:
+        return False
+    error = doc.get("error")
+    return isinstance(error, dict) and isinstance(error.get("code"), str)
 
 
 def _envelope_error(doc: dict[str, Any], prefix: str) -> CanvasCastError:
