@@ -34,7 +34,34 @@ from canvascast_cli.cli.output import Output
 from canvascast_cli.errors import EXIT_CODES_HELP, EXIT_USAGE, InvalidInput
 
 
-class CanvasCastGroup(TyperGroup):
+class CommandGroup(TyperGroup):
+    """A command group (the root, ``config``, ``jobs``, ``models``): run without its
+    sub-command it shows its help — but under ``--json`` it is a usage error, one JSON
+    document. (Click renders the help when it builds its "no arguments" error, onto
+    stdout, so the check has to come before that.)"""
+
+    def parse_args(self, ctx: typer.Context, args: list[str]) -> list[str]:  # type: ignore[override]
+        if not args and self.no_args_is_help and not ctx.resilient_parsing:
+            application = ctx.find_object(Application)
+            if _wants_json(()) or (application is not None and application.out.json):
+                raise MissingCommand(ctx)
+        return super().parse_args(ctx, args)
+
+
+class MissingCommand(typer.TyperException):
+    """A command group without its sub-command, under ``--json``."""
+
+    exit_code = EXIT_USAGE
+
+    def __init__(self, ctx: typer.Context) -> None:
+        names = sorted(getattr(ctx.command, "commands", {}) or {})
+        self.message = (f"{ctx.command_path}: give a command" +
+                        (f": {', '.join(names)}" if names else "") +
+                        f" (see {ctx.command_path} --help)")
+        super().__init__(self.message)
+
+
+class CanvasCastGroup(CommandGroup):
     def main(self, args: Sequence[str] | None = None, prog_name: str | None = None,
              complete_var: str | None = None, standalone_mode: bool = True,
              windows_expand_args: bool = True, **extra: Any) -> Any:
@@ -66,19 +93,15 @@ def _wants_json(argv: Sequence[str]) -> bool:
 
 def _usage_error(exc: typer.TyperException, argv: Sequence[str]) -> int:
     code = getattr(exc, "exit_code", EXIT_USAGE) or EXIT_USAGE
+    if isinstance(exc, MissingCommand):
+        Output(json=True).error(InvalidInput(exc.message))
+        return EXIT_USAGE
     if not _wants_json(argv):
         from typer import rich_utils
 
         rich_utils.rich_format_error(exc)  # type: ignore[arg-type]
         return int(code)
     message = exc.format_message().replace("Value error, ", "")
-    context = getattr(exc, "ctx", None)
-    if type(exc).__name__ == "NoArgsIsHelpError" and context is not None:
-        # A command group without its sub-command: the help text is no JSON message.
-        names = sorted(getattr(context.command, "commands", {}) or {})
-        message = (f"{context.command_path}: give a command" +
-                   (f": {', '.join(names)}" if names else "") +
-                   f" (see {context.command_path} --help)")
     Output(json=True).error(InvalidInput(message))
     return EXIT_USAGE
 
@@ -161,9 +184,9 @@ app.command(
     short_help="Run the job API locally (the same app Modal hosts).",
     rich_help_panel="Operations",
 )(serve.serve_command)
-app.add_typer(jobs_cmd.app, name="jobs", rich_help_panel="Operations")
-app.add_typer(models_cmd.app, name="models", rich_help_panel="Operations")
-app.add_typer(config_cmd.app, name="config", rich_help_panel="Operations")
+app.add_typer(jobs_cmd.app, name="jobs", cls=CommandGroup, rich_help_panel="Operations")
+app.add_typer(models_cmd.app, name="models", cls=CommandGroup, rich_help_panel="Operations")
+app.add_typer(config_cmd.app, name="config", cls=CommandGroup, rich_help_panel="Operations")
 
 
 def main() -> None:
