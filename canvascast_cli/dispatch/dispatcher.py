@@ -17,13 +17,15 @@
    multiplied by job attempts);
 4. ``fetch(backend, status)`` downloads and verifies the artifacts (a sha256 mismatch is
    fetched once more, then fails with nothing written);
-5. when the remote side is unavailable (retries spent, circuit open, auth refused, the
-   state file unusable) the job falls back to ``local()`` with a notice — unless
-   ``remote_only`` (``--remote``): then exit 3 (unavailable) or 4 (circuit open).
+5. when the remote side is unavailable (retries spent, circuit open, auth refused) the
+   job falls back to ``local()`` with a notice, and when the state file is unusable with
+   a warning naming it — unless ``remote_only`` (``--remote``): then exit 3
+   (unavailable), 4 (circuit open), or the state file's own error.
 
 Bad input never retries, never falls back and never counts against the breaker. A job
 that succeeded is never failed by its bookkeeping: a ledger or breaker write that cannot
-be made (another process holds the state file's lock) is a warning.
+be made (another process holds the state file's lock past the ledger's deadline, waited
+on this dispatcher's ``clock`` and ``sleep``) is a warning.
 
 How many times can a job run? Modal re-runs a failed input up to the function's
 ``retries`` on its own (server side); the client then makes up to ``attempts`` attempts.
@@ -196,9 +198,14 @@ class Dispatcher:
                 raise
             if self.remote_only:
                 raise unavailable(exc, self.choice.name) from None
+            from canvascast_cli.dispatch.state import StateUnusable
+
             reason = f"{exc.code}: {exc.message}"
-            self.note(f"[yellow]falling back to local:[/yellow] {self.choice.name} "
-                      f"unavailable ({reason})")
+            if isinstance(exc, StateUnusable):  # this machine's file, not the remote side
+                self.warn(f"{exc.message}; running locally meanwhile")
+            else:
+                self.note(f"[yellow]falling back to local:[/yellow] {self.choice.name} "
+                          f"unavailable ({reason})")
             self._record_fallback(job, reason)
             value = local()
             return Outcome(value, backend="local", choice=self.choice,
@@ -214,12 +221,11 @@ class Dispatcher:
 
     def _remote(self, job: RemoteJob, fetch: Callable[[Backend, JobStatus], T]) -> Outcome[T]:
         from canvascast_cli.dispatch.breaker import CircuitBreaker, SQLiteStorage
-        from canvascast_cli.dispatch.ledger import Ledger
 
         name = self.choice.name
         fn = getattr(self.settings.functions, job.function)
         db = self._state()
-        ledger = Ledger(db, retention=self.settings.retention)
+        ledger = self._ledger(db)
         breaker = CircuitBreaker(
             SQLiteStorage(db), f"{name}:{job.function}",
             failure_threshold=self.settings.breaker.failure_threshold,
@@ -301,6 +307,15 @@ class Dispatcher:
             raise last
         finally:
             backend.close()
+
+    def _ledger(self, db: Any) -> Any:
+        """The ledger over ``db``. A file another process has locked is waited for (up to
+        the ledger's ``RECORD_DEADLINE``) on this dispatcher's own clock and sleep, so a
+        test moves time instead of waiting, like every other wait here."""
+        from canvascast_cli.dispatch.ledger import Ledger
+
+        return Ledger(db, retention=self.settings.retention, clock=self.clock,
+                      sleep=self.sleep)
 
     def _state(self) -> Any:
         if self.state is None:
@@ -425,11 +440,11 @@ class Dispatcher:
             startup_seconds=result.startup_seconds if result else None))
 
     def _record_fallback(self, job: RemoteJob, reason: str) -> None:
-        from canvascast_cli.dispatch.ledger import Attempt, Ledger
+        from canvascast_cli.dispatch.ledger import Attempt
 
         # The ledger is a record, never a reason to fail the job.
         with contextlib.suppress(CanvasCastError):
-            Ledger(self._state(), retention=self.settings.retention).record(Attempt(
+            self._ledger(self._state()).record(Attempt(
                 function=job.function, backend="local", started=self.clock(), status="ok",
                 fallback_from=self.choice.name, fallback_reason=reason[:500],
                 units=job.units, unit=job.unit))
