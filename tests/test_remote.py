@@ -18,7 +18,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,8 +27,16 @@ import numpy as np
 import pytest
 
 from canvascast_cli.cli.context import Services
-from tests.helpers import REPO, decode_frames, run_subprocess, small_output, write_timeline
+from tests.helpers import (
+    REPO,
+    Result,
+    decode_frames,
+    run_subprocess,
+    small_output,
+    write_timeline,
+)
 
+Cli = Callable[..., Result]  # the ``cli`` fixture: canvascast's arguments -> Result
 TOKEN = "tok-" + "5ec2e7" * 6
 DEMO = REPO / "examples" / "demo"
 
@@ -45,7 +53,8 @@ def wait_healthy(url: str, proc: subprocess.Popen[bytes] | None = None) -> None:
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
-            raise RuntimeError(f"server exited: {proc.stderr.read() if proc.stderr else ''}")
+            said = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
+            raise RuntimeError(f"server exited: {said}")
         try:
             if httpx.get(url + "/v1/health", timeout=1).status_code == 200:
                 return
@@ -88,7 +97,7 @@ def remote_env(monkeypatch: pytest.MonkeyPatch, served: str) -> str:
 # End to end through `canvascast serve`
 
 
-def test_render_via_http_equals_local(cli, remote_env: str, isolated_env: Path) -> None:  # type: ignore[no-untyped-def]
+def test_render_via_http_equals_local(cli: Cli, remote_env: str, isolated_env: Path) -> None:
     timeline = DEMO / "timeline.json"
     remote = cli("--json", "render", timeline, "-o", "remote.mp4", "--frames", "0:45",
                  "--remote")
@@ -109,7 +118,7 @@ def test_render_via_http_equals_local(cli, remote_env: str, isolated_env: Path) 
     assert TOKEN not in remote.stdout + remote.stderr + again.stdout + again.stderr
 
 
-def test_transcribe_via_http_equals_local(cli, remote_env: str) -> None:  # type: ignore[no-untyped-def]
+def test_transcribe_via_http_equals_local(cli: Cli, remote_env: str) -> None:
     narration = DEMO / "narration.flac"
     remote = cli("--json", "transcribe", narration, "--beam-size", "1", "--remote",
                  "-o", "remote.json")
@@ -125,7 +134,7 @@ def test_transcribe_via_http_equals_local(cli, remote_env: str) -> None:  # type
     assert srt.exit_code == 0 and Path("remote.srt").read_text().startswith("1\n00:00:")
 
 
-def test_images_via_http_equal_local(cli, remote_env: str) -> None:  # type: ignore[no-untyped-def]
+def test_images_via_http_equal_local(cli: Cli, remote_env: str) -> None:
     args = ["images", "a red kite", "a quiet harbour", "a map", "--provider", "placeholder",
             "--seed", "7", "--batch-size", "2", "--size", "320x180"]
     remote = cli("--json", *args, "-o", "remote", "--remote")
@@ -138,7 +147,7 @@ def test_images_via_http_equal_local(cli, remote_env: str) -> None:  # type: ign
         p.name for p in Path("local").iterdir())
 
 
-def test_jobs_wait_fetches_a_job_by_id(cli, remote_env: str, media: Path) -> None:  # type: ignore[no-untyped-def]
+def test_jobs_wait_fetches_a_job_by_id(cli: Cli, remote_env: str, media: Path) -> None:
     path = write_timeline(media, {"output": small_output(),
                                   "scenes": [{"image": "img0.jpg", "duration": 2}]})
     first = cli("--json", "render", path, "-o", "first.mp4", "--remote")
@@ -169,8 +178,8 @@ def test_bad_requests_are_400_never_500(served: str) -> None:
     assert bad_timeline.status_code == 400
     body = bad_timeline.json()
     assert body["success"] is False and body["error"]["code"] == "INVALID_INPUT"
-    assert body["error"]["details"] == ["timeline.scenes: the scene list is empty: give at least one "
-                                        "scene"]
+    assert body["error"]["details"] == [
+        "timeline.scenes: the scene list is empty: give at least one scene"]
     server_path = httpx.post(f"{served}/v1/jobs/render_video", headers=headers,
                              json={"timeline": {"scenes": [{"image": "/etc/passwd",
                                                             "duration": 1}]}})
@@ -273,6 +282,7 @@ class FaultyApp:
 class Faulty:
     url: str
     app: FaultyApp
+    sleeps: list[float] = field(default_factory=list)
 
     def plan(self, *faults: Fault) -> None:
         self.app.faults = list(faults)
@@ -316,8 +326,8 @@ def faulty(faulty_server: Faulty, monkeypatch: pytest.MonkeyPatch, services: Ser
     monkeypatch.setenv("MODAL_TOKEN", TOKEN)
     faulty_server.plan()
     faulty_server.app.slow_event.clear()
-    services.sleeps = []  # type: ignore[attr-defined]
-    services.sleep = services.sleeps.append  # type: ignore[attr-defined]
+    faulty_server.sleeps = []  # this test's: the backoff's waits, recorded
+    services.sleep = faulty_server.sleeps.append
     return faulty_server
 
 
@@ -337,25 +347,25 @@ def no_partials(folder: Path) -> bool:
     return not [p for p in folder.iterdir() if ".part" in p.name]
 
 
-def test_429_with_retry_after_is_honoured(cli, faulty: Faulty, services, media: Path) -> None:  # type: ignore[no-untyped-def]
+def test_429_with_retry_after_is_honoured(cli: Cli, faulty: Faulty, media: Path) -> None:
     faulty.plan(Fault("POST", "/v1/jobs/", "status", 429, {"Retry-After": "7"}, times=2))
     result = cli("--json", "render", tiny_timeline(media), "-o", "out.mp4", "--remote")
     assert result.exit_code == 0, result.stdout
     assert faulty.count("POST", "/v1/jobs/") == 3
-    assert len(services.sleeps) == 2 and all(7 <= d <= 8 for d in services.sleeps)
+    assert len(faulty.sleeps) == 2 and all(7 <= d <= 8 for d in faulty.sleeps)
     assert result.json()["attempts"] == 1  # request retries, one job
 
 
-def test_500_and_503_are_retried_with_backoff(cli, faulty: Faulty, services, media: Path) -> None:  # type: ignore[no-untyped-def]
+def test_500_and_503_are_retried_with_backoff(cli: Cli, faulty: Faulty, media: Path) -> None:
     faulty.plan(Fault("GET", "/v1/jobs/", "status", 500),
                 Fault("POST", "/v1/blobs/missing", "status", 503))
     result = cli("--json", "render", tiny_timeline(media), "-o", "out.mp4", "--remote")
     assert result.exit_code == 0, result.stdout
-    assert [round(d) for d in services.sleeps] == [1, 1]  # 1 s (+ <=10% jitter) each
-    assert all(1 <= d <= 1.1 for d in services.sleeps)
+    assert [round(d) for d in faulty.sleeps] == [1, 1]  # 1 s (+ <=10% jitter) each
+    assert all(1 <= d <= 1.1 for d in faulty.sleeps)
 
 
-def test_unavailable_falls_back_with_a_notice_or_exits_3(cli, faulty: Faulty, services,  # type: ignore[no-untyped-def]
+def test_unavailable_falls_back_with_a_notice_or_exits_3(cli: Cli, faulty: Faulty,
                                                          media: Path) -> None:
     faulty.plan(Fault("POST", "/v1/blobs/missing", "status", 503, times=-1))
     fell = cli("--json", "render", tiny_timeline(media), "-o", "out.mp4")
@@ -365,7 +375,7 @@ def test_unavailable_falls_back_with_a_notice_or_exits_3(cli, faulty: Faulty, se
     assert doc["fallback"]["from"] == "http"
     assert doc["fallback"]["reason"].startswith("MODAL_UNAVAILABLE")
     assert faulty.count("POST", "/v1/blobs/missing") == 3  # attempts from modal.toml
-    assert [round(d) for d in services.sleeps] == [1, 2]
+    assert [round(d) for d in faulty.sleeps] == [1, 2]
     plain = cli("render", tiny_timeline(media), "-o", "plain.mp4")
     assert plain.exit_code == 0 and "falling back to local" in plain.stderr
     strict = cli("--json", "render", tiny_timeline(media), "-o", "strict.mp4", "--remote")
@@ -378,20 +388,22 @@ def test_unavailable_falls_back_with_a_notice_or_exits_3(cli, faulty: Faulty, se
     assert all(TOKEN not in (r.fallback_reason or "") for r in rows)
 
 
-def test_a_slow_answer_times_out_and_is_retried(cli, faulty: Faulty, services, media: Path  # type: ignore[no-untyped-def]
-                                                ) -> None:
+def test_a_slow_answer_times_out_and_is_retried(cli: Cli, faulty: Faulty, services: Services,
+                                                media: Path) -> None:
     services.http_timeout = 0.5
     faulty.plan(Fault("POST", "/v1/blobs/missing", "slow"))
     result = cli("--json", "render", tiny_timeline(media), "-o", "out.mp4", "--remote")
     faulty.app.slow_event.set()
     assert result.exit_code == 0, result.stdout
-    assert len(services.sleeps) == 1 and faulty.count("POST", "/v1/blobs/missing") == 2
+    assert len(faulty.sleeps) == 1 and faulty.count("POST", "/v1/blobs/missing") == 2
 
 
-def test_connection_refused(cli, services, media: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+def test_connection_refused(cli: Cli, services: Services, media: Path,
+                            monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MODAL_ENDPOINT", f"http://127.0.0.1:{free_port()}")
     monkeypatch.setenv("MODAL_TOKEN", TOKEN)
-    services.sleep = (sleeps := []).append
+    sleeps: list[float] = []
+    services.sleep = sleeps.append
     strict = cli("--json", "render", tiny_timeline(media), "-o", "out.mp4", "--remote")
     assert strict.exit_code == 3
     error = strict.json()["error"]
@@ -403,11 +415,11 @@ def test_connection_refused(cli, services, media: Path, monkeypatch) -> None:  #
     assert fell.json()["fallback"]["reason"].startswith("CONNECTION_FAILED")
 
 
-def test_reset_mid_body_is_retried(cli, faulty: Faulty, services, media: Path) -> None:  # type: ignore[no-untyped-def]
+def test_reset_mid_body_is_retried(cli: Cli, faulty: Faulty, media: Path) -> None:
     faulty.plan(Fault("GET", "/v1/blobs/", "reset"))
     result = cli("--json", "render", tiny_timeline(media), "-o", "out.mp4", "--remote")
     assert result.exit_code == 0, result.stdout
-    assert faulty.count("GET", "/v1/blobs/") == 2 and len(services.sleeps) == 1
+    assert faulty.count("GET", "/v1/blobs/") == 2 and len(faulty.sleeps) == 1
     assert result.json()["sha256"] == __import__("hashlib").sha256(
         Path("out.mp4").read_bytes()).hexdigest()
 
@@ -419,7 +431,7 @@ def test_reset_mid_body_is_retried(cli, faulty: Faulty, services, media: Path) -
                                    Fault("POST", "/v1/jobs/", "bare", 405)],
                          ids=["html-200", "json-200", "404", "400", "405"])
 def test_an_answer_that_is_not_the_job_api_is_one_request_and_exit_2(
-        cli, faulty: Faulty, services, media: Path, fault: Fault) -> None:  # type: ignore[no-untyped-def]
+        cli: Cli, faulty: Faulty, media: Path, fault: Fault) -> None:
     """A proxy's page, a wrong URL, a plain 4xx: the caller's to fix. Never retried, never
     counted against the breaker, no fallback that would hide it; the status and the
     endpoint are named."""
@@ -432,7 +444,7 @@ def test_an_answer_that_is_not_the_job_api_is_one_request_and_exit_2(
     if fault.action == "bare":
         assert f"HTTP {fault.status}" in error["message"]
     assert faulty.count("POST", "/v1/jobs/") == 1
-    assert services.sleeps == []  # no backoff at all
+    assert faulty.sleeps == []  # no backoff at all
     assert not Path("out.mp4").exists()
     from canvascast_cli.dispatch.breaker import SQLiteStorage
     from canvascast_cli.dispatch.state import StateDB
@@ -440,8 +452,8 @@ def test_an_answer_that_is_not_the_job_api_is_one_request_and_exit_2(
     assert SQLiteStorage(StateDB()).get("http:render_video").failures == 0
 
 
-def test_wrong_sha256_is_fetched_again_then_fails_with_nothing_written(  # type: ignore[no-untyped-def]
-        cli, faulty: Faulty, services, media: Path) -> None:
+def test_wrong_sha256_is_fetched_again_then_fails_with_nothing_written(
+        cli: Cli, faulty: Faulty, media: Path) -> None:
     faulty.plan(Fault("GET", "/v1/blobs/", "corrupt"))
     once = cli("--json", "render", tiny_timeline(media), "-o", "once.mp4", "--remote")
     assert once.exit_code == 0, once.stdout
@@ -454,7 +466,7 @@ def test_wrong_sha256_is_fetched_again_then_fails_with_nothing_written(  # type:
     assert not Path("always.mp4").exists() and no_partials(Path.cwd())
 
 
-def test_401_is_auth_exit_3_or_fallback(cli, faulty: Faulty, services, media: Path) -> None:  # type: ignore[no-untyped-def]
+def test_401_is_auth_exit_3_or_fallback(cli: Cli, faulty: Faulty, media: Path) -> None:
     faulty.plan(Fault("POST", "/v1/blobs/missing", "status", 401, times=-1))
     strict = cli("--json", "render", tiny_timeline(media), "-o", "out.mp4", "--remote")
     assert strict.exit_code == 3 and strict.json()["error"]["code"] == "AUTH"
@@ -464,8 +476,7 @@ def test_401_is_auth_exit_3_or_fallback(cli, faulty: Faulty, services, media: Pa
     assert TOKEN not in strict.stdout + strict.stderr + fell.stdout + fell.stderr
 
 
-def test_413_is_bad_input_exit_2_never_fallback(cli, faulty: Faulty, services, media: Path  # type: ignore[no-untyped-def]
-                                                ) -> None:
+def test_413_is_bad_input_exit_2_never_fallback(cli: Cli, faulty: Faulty, media: Path) -> None:
     from tests.helpers import textured_image
 
     textured_image(media / "fresh.jpg", seed=413)  # bytes the server has never seen
@@ -478,7 +489,7 @@ def test_413_is_bad_input_exit_2_never_fallback(cli, faulty: Faulty, services, m
     assert not Path("out.mp4").exists()
 
 
-def test_a_job_that_crashes_is_resubmitted(cli, faulty: Faulty, services, media: Path) -> None:  # type: ignore[no-untyped-def]
+def test_a_job_that_crashes_is_resubmitted(cli: Cli, faulty: Faulty, media: Path) -> None:
     """A container crash fails the job (not a request): the whole job is submitted again,
     each attempt a ledger row."""
     crashing = {"done": False}
@@ -518,7 +529,7 @@ def test_breaker_opens_across_processes(media: Path, isolated_env: Path) -> None
     circuit open (exit 4) without trying the network."""
     env = {**os.environ, "MODAL_ENDPOINT": f"http://127.0.0.1:{free_port()}",
            "MODAL_TOKEN": TOKEN, "CANVASCAST_FUNCTIONS__RENDER_VIDEO__ATTEMPTS": "1"}
-    timeline = tiny_timeline(media)
+    timeline = str(tiny_timeline(media))
     codes = []
     for i in range(6):
         done = run_subprocess("--json", "render", timeline, "-o", f"o{i}.mp4", "--remote",
@@ -534,8 +545,8 @@ def test_breaker_opens_across_processes(media: Path, isolated_env: Path) -> None
     assert json.loads(fell.stdout)["fallback"]["reason"].startswith("CIRCUIT_OPEN")
 
 
-def test_half_open_trial_closes_the_circuit(cli, faulty: Faulty, services, media: Path  # type: ignore[no-untyped-def]
-                                            ) -> None:
+def test_half_open_trial_closes_the_circuit(cli: Cli, faulty: Faulty, services: Services,
+                                            media: Path) -> None:
     now = [1_000_000.0]
     services.clock = lambda: now[0]
     faulty.plan(Fault("POST", "/v1/blobs/missing", "status", 503, times=-1))
@@ -552,20 +563,19 @@ def test_half_open_trial_closes_the_circuit(cli, faulty: Faulty, services, media
                "--remote").exit_code == 0
 
 
-def test_bad_input_never_retries_or_trips_the_breaker(cli, faulty: Faulty, services,  # type: ignore[no-untyped-def]
+def test_bad_input_never_retries_or_trips_the_breaker(cli: Cli, faulty: Faulty,
                                                       media: Path) -> None:
     path = write_timeline(media, {"output": small_output(),
                                   "scenes": [{"image": "missing.jpg", "duration": 1}]})
     for _ in range(7):
         result = cli("--json", "render", path, "-o", "x.mp4", "--remote")
         assert result.exit_code == 2
-    assert services.sleeps == [] and faulty.count("POST", "/v1/jobs/") == 0
+    assert faulty.sleeps == [] and faulty.count("POST", "/v1/jobs/") == 0
     ok = cli("--json", "render", tiny_timeline(media), "-o", "ok.mp4", "--remote")
     assert ok.exit_code == 0
 
 
-def test_a_remote_image_batch_out_of_gpu_memory_is_split(cli, faulty: Faulty, services  # type: ignore[no-untyped-def]
-                                                         ) -> None:
+def test_a_remote_image_batch_out_of_gpu_memory_is_split(cli: Cli, faulty: Faulty) -> None:
     """A batch the remote GPU cannot hold fails GPU_OOM; the client splits it and submits
     the halves (as it does locally), and every image arrives once."""
     original = faulty.app.app
@@ -625,7 +635,8 @@ async def _reply(send: Any, status: int, data: dict[str, Any]) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
-def test_local_never_touches_the_network(cli, media: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+def test_local_never_touches_the_network(cli: Cli, media: Path,
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
     """--local with an endpoint and a token set: not one socket is opened."""
     monkeypatch.setenv("MODAL_ENDPOINT", "http://127.0.0.1:9")
     monkeypatch.setenv("MODAL_TOKEN", TOKEN)
@@ -643,8 +654,8 @@ def test_local_never_touches_the_network(cli, media: Path, monkeypatch) -> None:
 
 
 def test_retry_after_as_an_http_date() -> None:
-    from canvascast_cli.retry import RetryPolicy, parse_retry_after
     from canvascast_cli.errors import RateLimited, ServerError
+    from canvascast_cli.retry import RetryPolicy, parse_retry_after
 
     now = 1_800_000_000.0
     when = __import__("email.utils").utils.formatdate(now + 42, usegmt=True)
