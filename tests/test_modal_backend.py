@@ -14,6 +14,7 @@ import asyncio
 import hashlib
 import inspect
 import itertools
+import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -25,18 +26,7 @@ import modal
 import modal.exception
 import pytest
 
-from canvascast_cli.dispatch import modal_errors
-from canvascast_cli.dispatch.modal_backend import ModalBackend, blob_path
-from canvascast_cli.dispatch.modal_errors import (
-    BUILTIN_EXCEPTIONS,
-    MODAL_EXCEPTIONS,
-    MODAL_MODULES,
-    call_status,
-    failure_result,
-    is_job_outcome,
-    to_canvascast,
-)
-from canvascast_cli.retry import RetryPolicy
+from canvascast_cli.dispatch.modal_backend import ModalBackend
 from canvascast_cli.errors import (
     ERRORS,
     AuthFailed,
@@ -47,12 +37,31 @@ from canvascast_cli.errors import (
     IntegrityError,
     InvalidInput,
     JobFailed,
+    JobTimedOut,
     ModalUnavailable,
     NotFound,
     RateLimited,
     ServerError,
     Timeout,
 )
+from canvascast_cli.protocol import ErrorBody, blob_path, parse_payload
+from canvascast_cli.protocol.modal_calls import (
+    BUILTIN_EXCEPTIONS,
+    MODAL_EXCEPTIONS,
+    MODAL_MODULES,
+    PENDING,
+    call_status,
+    failure_result,
+    is_job_outcome,
+    to_canvascast,
+)
+from canvascast_cli.retry import RetryPolicy
+
+RENDER = parse_payload("render_video", {"timeline": {"scenes": [
+    {"image": "blob:" + "a" * 64 + ".jpg", "duration": 1}]}})
+TRANSCRIBE = parse_payload("transcribe_audio", {"audio": "blob:" + "b" * 64 + ".wav"})
+IMAGES = parse_payload("generate_images", {"provider": "placeholder", "model": "card", "requests": [
+    {"index": 0, "prompt": "a", "width": 64, "height": 64, "aspect_ratio": "1:1", "seed": 1}]})
 
 # ---------------------------------------------------------------------------------------
 # A fake of the parts of the SDK canvascast uses
@@ -213,14 +222,22 @@ class _BatchUpload:
 
 
 class FakeDict:
+    """``modal.Dict``: ``put(skip_if_exists=True)`` writes only a new key, atomically, and
+    says whether it did (Modal 1.x)."""
+
     def __init__(self, sdk: FakeModal, name: str) -> None:
         self.data = sdk.dicts.setdefault(name, {})
+        self._lock = threading.Lock()
         self.get = Method(sdk, "Dict.get", lambda key, default=None: self.data.get(key, default))
         self.put = Method(sdk, "Dict.put", self._put)
+        self.pop = Method(sdk, "Dict.pop", lambda key: self.data.pop(key))
 
     def _put(self, key: Any, value: Any, *, skip_if_exists: bool = False) -> bool:
-        self.data[key] = value
-        return True
+        with self._lock:
+            if skip_if_exists and key in self.data:
+                return False
+            self.data[key] = value
+            return True
 
 
 class FakeModal:
@@ -368,7 +385,7 @@ def test_each_modal_exception_maps_to_a_registered_error(name: str) -> None:
 @pytest.mark.parametrize(("exc", "expected", "retryable"), [
     (modal.exception.AuthError("Token missing"), AuthFailed, False),
     (modal.exception.ConnectionError("cannot connect"), ModalUnavailable, True),
-    (modal.exception.FunctionTimeoutError("timed out"), Timeout, True),
+    (modal.exception.FunctionTimeoutError("timed out"), JobTimedOut, False),
     (modal.exception.InternalFailure("worker lost"), ServerError, True),
     (modal.exception.RemoteError("OOM killed"), ContainerCrash, True),
     (modal.exception.OutputExpiredError("expired"), JobFailed, False),
@@ -390,7 +407,11 @@ def test_mapping_examples(exc: BaseException, expected: type[CanvasCastError],
 def test_specific_messages_say_what_to_do() -> None:
     assert "modal token new" in to_canvascast(modal.exception.AuthError("x")).message
     not_deployed = to_canvascast(modal.exception.NotFoundError("App not found"))
-    assert "canvascast deploy" in not_deployed.message
+    assert "modal deploy -m modal_functions.app" in not_deployed.message
+    timed_out = to_canvascast(modal.exception.FunctionTimeoutError("x"), function="render_video")
+    assert not timed_out.retryable and timed_out.code == "JOB_TIMEOUT"
+    assert "[functions.render_video]" in timed_out.message
+    assert "CANVASCAST_FUNCTIONS__RENDER_VIDEO__TIMEOUT" in timed_out.message
     expired = to_canvascast(modal.exception.OutputExpiredError("x"))
     assert "expired" in expired.message and "again" in expired.message
     # A job id Modal does not know is NotFound, not "deploy the app".
@@ -420,22 +441,25 @@ def test_job_outcomes_versus_failures_to_ask() -> None:
 
 def test_call_status_shapes() -> None:
     entry = {"function": "render_video", "done": 10, "total": 40, "unit": "frames"}
-    assert call_status("fc-1", modal_errors.PENDING, entry=None)["state"] == "queued"
-    running = call_status("fc-1", modal_errors.PENDING, entry=entry)
-    assert running == {"id": "fc-1", "function": "render_video", "state": "running",
-                       "progress": {"done": 10, "total": 40, "unit": "frames"}}
+    assert call_status("fc-1", PENDING, entry=None).state == "queued"
+    running = call_status("fc-1", PENDING, entry=entry)
+    assert running.model_dump(exclude_none=True) == {
+        "id": "fc-1", "function": "render_video", "state": "running",
+        "progress": {"done": 10, "total": 40, "unit": "frames"}}
     done = call_status("fc-1", {"artifacts": []}, function="render_video")
-    assert done["state"] == "done" and done["result"] == {"artifacts": []}
+    assert done.state == "done" and done.result is not None and done.result.artifacts == []
     failed = call_status("fc-1", failure_result(GpuOutOfMemory("too big")))
-    assert failed["state"] == "failed" and failed["error"]["code"] == "GPU_OOM"
+    assert failed.state == "failed" and failed.error == ErrorBody(
+        code="GPU_OOM", message="too big", retryable=False)
     crashed = call_status("fc-1", modal.exception.RemoteError("killed"))
-    assert crashed["error"]["code"] == "CONTAINER_CRASH" and crashed["error"]["retryable"]
+    assert crashed.error is not None and crashed.error.code == "CONTAINER_CRASH"
+    assert crashed.error.retryable
     cancelled = call_status("fc-1", modal.exception.RemoteError("x"), cancelled=True)
-    assert cancelled["state"] == "cancelled"
+    assert cancelled.state == "cancelled"
     # A result that arrived before the cancellation stands.
-    assert call_status("fc-1", {"artifacts": []}, cancelled=True)["state"] == "done"
+    assert call_status("fc-1", {"artifacts": []}, cancelled=True).state == "done"
     odd = call_status("fc-1", "not a dict")
-    assert odd["state"] == "failed" and "version" in odd["error"]["message"]
+    assert odd.state == "failed" and odd.error is not None and "version" in odd.error.message
 
 
 # ---------------------------------------------------------------------------------------
@@ -447,7 +471,7 @@ def test_module_imports_no_modal() -> None:
     import sys
 
     code = ("import sys; import canvascast_cli.dispatch.modal_backend, "
-            "canvascast_cli.dispatch.modal_errors; print('modal' in sys.modules)")
+            "canvascast_cli.protocol.modal_calls; print('modal' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True)
     assert out.stdout.strip() == "False"
@@ -467,46 +491,49 @@ def test_from_settings_reads_the_app_table(sdk: FakeModal) -> None:
 
 
 def test_submit_spawns_and_status_polls(backend: ModalBackend, sdk: FakeModal) -> None:
-    job_id = backend.submit("render_video", {"timeline": {}})
+    job_id = backend.submit("render_video", RENDER)
     assert job_id == "fc-0001"
-    assert sdk.spawned == [("render_video", {"timeline": {}})]
+    assert sdk.spawned == [("render_video", RENDER.model_dump(mode="json"))]
     assert ("Function", "canvascast/render_video", "staging") in sdk.lookups
-    assert backend.status(job_id)["state"] == "queued"  # no container has started it
+    assert backend.status(job_id).state == "queued"  # no container has started it
 
     progress = sdk.dicts["canvascast-progress"]
     progress[job_id] = {"function": "render_video", "done": 5, "total": 20, "unit": "frames"}
     running = backend.status(job_id, wait=20)
-    assert running["state"] == "running"
-    assert running["progress"] == {"done": 5, "total": 20, "unit": "frames"}
+    assert running.state == "running" and running.progress is not None
+    assert running.progress.model_dump() == {"done": 5, "total": 20, "unit": "frames"}
     assert sdk.calls[job_id].waits[-1] == 20  # the long poll is Modal's own get(timeout=)
 
-    sdk.calls[job_id].finish({"artifacts": [{"name": "video.mp4"}], "billed_seconds": 3.0})
+    sdk.calls[job_id].finish({"artifacts": [{"name": "video.mp4", "sha256": "c" * 64,
+                                             "size": 1}], "billed_seconds": 3.0})
     done = backend.status(job_id)
-    assert done["state"] == "done" and done["function"] == "render_video"
-    assert done["result"]["billed_seconds"] == 3.0
+    assert done.state == "done" and done.function == "render_video"
+    assert done.result is not None and done.result.billed_seconds == 3.0
 
 
 def test_job_failures_become_failed_statuses(backend: ModalBackend, sdk: FakeModal) -> None:
-    job_id = backend.submit("transcribe_audio", {})
+    job_id = backend.submit("transcribe_audio", TRANSCRIBE)
     sdk.calls[job_id].fail(modal.exception.FunctionTimeoutError("ran 180 s"))
     status = backend.status(job_id)
-    assert status["state"] == "failed"
-    assert status["error"]["code"] == "TIMEOUT" and status["error"]["retryable"]
+    assert status.state == "failed" and status.error is not None
+    # Not retried: the job said how long it may take; the message says what to raise.
+    assert status.error.code == "JOB_TIMEOUT" and not status.error.retryable
+    assert "[functions.transcribe_audio]" in status.error.message
 
     sdk.calls[job_id].finish(failure_result(InvalidInput("audio: not a WAV")))
     status = backend.status(job_id)
-    assert status["error"] == {"code": "INVALID_INPUT", "message": "audio: not a WAV",
-                               "retryable": False}
+    assert status.error == ErrorBody(code="INVALID_INPUT", message="audio: not a WAV",
+                                     retryable=False)
 
     sdk.calls[job_id].state = "expired"
     status = backend.status(job_id)
-    assert status["state"] == "failed" and "expired" in status["error"]["message"]
-    assert not status["error"]["retryable"]
+    assert status.state == "failed" and status.error is not None
+    assert "expired" in status.error.message and not status.error.retryable
 
 
 def test_a_failed_poll_is_retried_then_raised(backend: ModalBackend, sdk: FakeModal,
                                               sleeps: Sleeps) -> None:
-    job_id = backend.submit("render_video", {})
+    job_id = backend.submit("render_video", RENDER)
     sdk.calls[job_id].fail(modal.exception.ConnectionError("cannot connect"))
     with pytest.raises(ModalUnavailable, match="poll job fc-0001"):
         backend.status(job_id)
@@ -523,23 +550,23 @@ def test_unknown_job_ids(backend: ModalBackend, sdk: FakeModal) -> None:
 
 def test_not_deployed_says_deploy(backend: ModalBackend, sdk: FakeModal) -> None:
     sdk.deployed = False
-    with pytest.raises(ModalUnavailable, match="canvascast deploy"):
-        backend.submit("render_video", {})
+    with pytest.raises(ModalUnavailable, match=r"modal deploy -m modal_functions\.app"):
+        backend.submit("render_video", RENDER)
     assert sdk.log.count("Function.spawn") == 1  # a spawn is never retried
     with pytest.raises(InvalidInput):
-        backend.submit("make_coffee", {})
+        backend.submit("make_coffee", RENDER)
 
 
 def test_cancel(backend: ModalBackend, sdk: FakeModal) -> None:
-    job_id = backend.submit("generate_images", {})
+    job_id = backend.submit("generate_images", IMAGES)
     status = backend.cancel(job_id)
     assert sdk.calls[job_id].cancelled
-    assert status["state"] == "cancelled"
+    assert status.state == "cancelled"
     assert sdk.dicts["canvascast-progress"]["cancelled:" + job_id] is True
     # Another client (no memory of the cancel) sees it through the Dict.
     other = ModalBackend(APP, VOLUME, sdk=sdk)
     try:
-        assert other.status(job_id)["state"] == "cancelled"
+        assert other.status(job_id).state == "cancelled"
     finally:
         other.close()
 
@@ -589,14 +616,14 @@ def test_missing_volume_says_deploy(sdk: FakeModal, sleeps: Sleeps) -> None:
     del sdk.volumes[VOLUME]
     made = ModalBackend(APP, VOLUME, sdk=sdk, retry=RetryPolicy(attempts=1, sleep=sleeps))
     try:
-        with pytest.raises(ModalUnavailable, match="canvascast deploy"):
+        with pytest.raises(ModalUnavailable, match="modal deploy"):
             made.missing([sha(b"x")])
     finally:
         made.close()
 
 
 @pytest.mark.parametrize(("method", "call"), [
-    ("Function.spawn", lambda b, p: b.submit("render_video", {})),
+    ("Function.spawn", lambda b, p: b.submit("render_video", RENDER)),
     ("FunctionCall.get", lambda b, p: b.status("fc-0001", wait=0.0)),
     ("Volume.listdir", lambda b, p: b.missing([sha(b"x")])),
     ("Volume.hydrate", lambda b, p: b.missing([sha(b"x")])),
@@ -633,7 +660,7 @@ def test_the_real_sdk_without_a_token_fails_fast(monkeypatch: pytest.MonkeyPatch
     began = time.monotonic()
     try:
         with pytest.raises(AuthFailed, match="modal token new"):
-            made.submit("render_video", {})
+            made.submit("render_video", RENDER)
     finally:
         made.close()
     assert time.monotonic() - began < 5.0

@@ -27,9 +27,10 @@ from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from canvascast_cli.engines.cache import ModelCache, load
-from canvascast_cli.errors import CanvasCastError, InvalidInput, from_dict
+from canvascast_cli.errors import CanvasCastError, InvalidInput, JobFailed, from_dict
 from canvascast_cli.protocol import (
     Artifact,
     ImageEntry,
@@ -63,6 +64,8 @@ def check_inputs(function: str, payload: Payload | Mapping[str, Any],
         blob = parse_ref(ref)
         if blob is None:
             if field.endswith(".image") and is_url(ref):
+                if not fetchable(ref):
+                    problems.append(f"{field}: {ref[:100]!r} is not a valid http(s) URL")
                 continue
             problems.append(f"{field}: {ref[:100]!r} is not a blob reference "
                             "(blob:<sha256><suffix>)" + (" or an http(s) URL"
@@ -73,6 +76,20 @@ def check_inputs(function: str, payload: Payload | Mapping[str, Any],
         raise InvalidInput(f"{function}: {len(problems)} problem(s) with the inputs",
                            details=problems)
     return parsed
+
+
+def fetchable(url: str) -> bool:
+    """Whether ``url`` parses as an http(s) URL with a host and a valid port (one that does
+    not is the client's mistake, said at submit, not a worker's ValueError later)."""
+    import httpx
+
+    try:
+        parsed = httpx.URL(url)
+        port = urlsplit(url).port  # ValueError: out of range
+    except (httpx.InvalidURL, ValueError):
+        return False
+    host = parsed.host
+    return bool(host) and not any(c in host for c in "% ") and port != 0
 
 
 def execute(function: str, payload: Payload | Mapping[str, Any], store: BlobStore,
@@ -101,6 +118,9 @@ def execute(function: str, payload: Payload | Mapping[str, Any], store: BlobStor
                 result = _images(parsed, store, progress, models)
         except CanvasCastError as exc:
             raise without_paths(exc, work) from None
+        except Exception as exc:  # not foreseen (a bug, a full disk): still no paths
+            failed = JobFailed(f"{function} failed: {type(exc).__name__}: {exc}")
+            raise without_paths(failed, work) from exc
     return result.model_copy(update={
         "billed_seconds": time.perf_counter() - began, "startup_seconds": startup,
         "container_id": container_id(), "cold_start": first})
@@ -213,6 +233,7 @@ def _render(payload: RenderPayload, store: BlobStore, work: Path, progress: Prog
 def _transcribe(payload: TranscribePayload, store: BlobStore, work: Path,
                 progress: Progress | None, models: ModelCache | None) -> JobResult:
     from canvascast_cli.engines.transcribe.job import TranscribeJob, run_transcribe
+    from canvascast_cli.records import dump
 
     mapping = _materialise({"audio": payload.audio}, store, work)
     job = TranscribeJob(
@@ -224,7 +245,7 @@ def _transcribe(payload: TranscribePayload, store: BlobStore, work: Path,
         names_only=True)
     report = (lambda done, total: progress(done, total, "seconds")) if progress else None
     transcript = run_transcribe(job, progress=report, models=models)
-    text = json.dumps(transcript.to_dict(), ensure_ascii=False) + "\n"
+    text = json.dumps(dump(transcript), ensure_ascii=False) + "\n"
     sha, size = store.put_bytes(text.encode("utf-8"))
     return JobResult(artifacts=[_artifact("transcript.json", sha, size)],
                      summary={"words": len(transcript.words),
@@ -232,21 +253,26 @@ def _transcribe(payload: TranscribePayload, store: BlobStore, work: Path,
                      units=transcript.duration, unit="seconds")
 
 
+def image_provider(name: str, model: str, palette: list[str] | None = None,
+                   models: ModelCache | None = None) -> Any:
+    """The images provider for a job: a diffusers pipeline (seconds to load, gigabytes on
+    the GPU) is kept in ``models``; the others hold nothing worth keeping."""
+    from canvascast_cli.engines.images.providers import make_provider
+
+    def build() -> Any:
+        return make_provider(name, model, palette=palette)
+
+    return load(models, ("images", name, model), build) if name == "diffusers" else build()
+
+
 def _images(payload: ImagesPayload, store: BlobStore, progress: Progress | None,
             models: ModelCache | None) -> JobResult:
     from canvascast_cli.engines.images.base import ImageRequest
     from canvascast_cli.engines.images.pipeline import EXTENSIONS
-    from canvascast_cli.engines.images.providers import make_provider
 
     requests = [ImageRequest(**r.model_dump()) for r in payload.requests]
-    palette = payload.palette or None
-
-    def build() -> Any:
-        return make_provider(payload.provider, payload.model, palette=palette)
-
-    # Only a diffusers pipeline is worth keeping (seconds to load, gigabytes on the GPU).
-    provider = (load(models, ("images", payload.provider, payload.model), build)
-                if payload.provider == "diffusers" else build())
+    provider = image_provider(payload.provider, payload.model, payload.palette or None,
+                              models)
     # One batch is one invocation: a GPU out-of-memory fails the job (GPU_OOM) and the
     # client splits the batch and submits the halves, as it does locally.
     ignored = not provider.supports_negative_prompt and any(r.negative_prompt

@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from canvascast_cli.engines.cache import ModelCache, load
 from canvascast_cli.engines.transcribe.align import align_script, script_tokens
@@ -35,7 +35,7 @@ from canvascast_cli.engines.transcribe.audio import (
     probe_audio,
 )
 from canvascast_cli.engines.transcribe.engines import create_engine
-from canvascast_cli.engines.transcribe.models import resolve_model
+from canvascast_cli.engines.transcribe.models import ModelRef, resolve_model
 from canvascast_cli.engines.transcribe.result import Refinement, Segment, Transcript, Word
 from canvascast_cli.errors import InvalidInput
 
@@ -93,8 +93,8 @@ def transcribe_file(
     ref = resolve_model(engine, model, names_only=names_only)
     info = probe_audio(audio_path)  # every input check, before the model loads
     began = time.perf_counter()
-    recogniser = load(models, ("whisper", ref.engine, str(ref.path), compute_type, threads),
-                      lambda: create_engine(ref, compute_type=compute_type, threads=threads))
+    recogniser = load_recogniser(ref, compute_type=compute_type, threads=threads,
+                                 models=models)
     loaded = time.perf_counter()
     total = info.duration
 
@@ -179,6 +179,14 @@ def transcribe_file(
         extra={"timing": timing}, refinement=refinement,
     )
     return transcript.shifted(offset)
+
+
+def load_recogniser(ref: ModelRef, *, compute_type: str | None = None,
+                    threads: int | None = None, models: ModelCache | None = None) -> Any:
+    """The recogniser for model ``ref``: from ``models`` when a host keeps one loaded
+    (keyed by everything the loaded model depends on), else loaded now."""
+    return load(models, ("whisper", ref.engine, str(ref.path), compute_type, threads),
+                lambda: create_engine(ref, compute_type=compute_type, threads=threads))
 
 
 def _load_refiner(language: str | None) -> tuple[Refiner | None, str | None]:
