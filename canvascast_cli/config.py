@@ -33,7 +33,7 @@ from pydantic import (
 )
 
 from canvascast_cli import env
-from canvascast_cli.errors import ConfigError
+from canvascast_cli.errors import ConfigError, InvalidInput
 
 CONFIG_FILENAME = "modal.toml"
 ENV_PREFIX = env.PREFIX
@@ -58,10 +58,24 @@ class AppConfig(_Strict):
                       description="Modal app name the functions are deployed under.")
     environment: str | None = Field(None, description="Modal environment (default: the profile's).")
     endpoint: str | None = Field(
-        None, pattern=r"^https?://\S+$",
-        description="Base URL of the HTTP endpoint (ASGI app) for the HTTP backend.")
+        None, description="Base URL of the job API (the HTTP backend): http(s), no "
+        "credentials (the token goes in MODAL_TOKEN), without /v1.")
     volume: str = Field("canvascast-render-cache", pattern=r"^[A-Za-z0-9._-]{1,63}$",
                         description="Modal Volume holding the jobs' blobs (inputs, results).")
+
+
+    @field_validator("endpoint")
+    @classmethod
+    def _base_url(cls, value: str | None) -> str | None:
+        # The one check MODAL_ENDPOINT gets too; its message never shows a credential.
+        from canvascast_cli.net import check_base_url
+
+        if value is None:
+            return None
+        try:
+            return check_base_url(value, source="endpoint")
+        except InvalidInput as exc:
+            raise ValueError(exc.message.removeprefix("endpoint: ")) from None
 
 
 class FunctionConfig(_Strict):

@@ -96,7 +96,6 @@ class CanvasCastError(Exception):
         return body
 
 
-ERRORS[CanvasCastError.code] = CanvasCastError
 
 
 class InvalidInput(CanvasCastError):
@@ -142,6 +141,9 @@ class JobFailed(CanvasCastError):
     """The job ran and failed for a reason that is not the input's fault."""
 
     code = "JOB_FAILED"
+
+
+ERRORS[JobFailed.code] = JobFailed  # JOB_FAILED read back from the wire is this class
 
 
 class FFmpegError(JobFailed):

@@ -31,7 +31,9 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
+from canvascast_cli import env
 from canvascast_cli.errors import (
     AuthFailed,
     CanvasCastError,
@@ -93,6 +95,36 @@ def redact(text: str) -> str:
 _USERINFO = re.compile(r"//[^\s/?#]*@")
 # A URL without a scheme at the start of the text ("user:TOKEN@host/...").
 _LEADING_USERINFO = re.compile(r"^[^\s/?#]*@(?=[^\s/?#@])")
+
+
+def check_base_url(url: str, source: str = env.MODAL_ENDPOINT) -> str:
+    """The job API's base URL, checked: http(s), a host, no credentials, no query, not
+    ending in the API's own ``/v1``. InvalidInput (exit 2) names ``source``; a URL with
+    user-info (anything before an ``@``) is refused without being echoed."""
+    if "@" in url:
+        # User-info, or what a parser might take for it (a password with "/" in it ends
+        # the authority early): checked first, so no message ever echoes a secret.
+        shown = redact(url)
+        named = f"{shown!r} " if "@" not in shown else "the URL "
+        raise InvalidInput(f"{source}: {named}carries credentials (user-info before an "
+                           "'@'); they are never sent or shown: put the job API's token in "
+                           f"{env.MODAL_TOKEN}")
+    try:
+        parts = urlsplit(url.strip())
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number
+    except ValueError:
+        raise InvalidInput(f"{source}: {url!r} is not a URL") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise InvalidInput(f"{source}: {url!r} is not an http(s) URL with a host (e.g. "
+                           "https://you--canvascast-api.modal.run)")
+    if parts.query or parts.fragment:
+        raise InvalidInput(f"{source}: {url!r}: give the base URL, without ?query or "
+                           "#fragment")
+    path = parts.path.rstrip("/")
+    if path.endswith("/v1"):
+        raise InvalidInput(f"{source}: {url!r}: give the base URL without /v1 (canvascast "
+                           "adds the API's routes)")
+    return f"{parts.scheme}://{parts.netloc}{path}"
 
 
 def transport_error(exc: httpx.HTTPError, where: str, *, timeout: float | None = None

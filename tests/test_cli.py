@@ -400,10 +400,21 @@ def test_an_endpoint_in_modal_toml_is_checked_the_same(
         ) -> None:
     monkeypatch.delenv("MODAL_ENDPOINT")
     Path("modal.toml").write_text('[app]\nendpoint = "http://jobs.example/v1"\n')
-    result = cli("--json", *IMAGES, "-o", "out")
+    result = cli("--json", *IMAGES, "-o", "out", "--remote")
     assert result.exit_code == 2
-    assert result.json()["error"]["message"].startswith("modal.toml [app] endpoint: ")
+    error = result.json()["error"]
+    assert error["code"] == "CONFIG_INVALID"  # checked with the rest of modal.toml
+    assert any("app.endpoint:" in d and "without /v1" in d for d in error["details"])
     assert job_api.transport.requests == []
+    Path("modal.toml").write_text('[app]\nendpoint = "http://user:TOKEN123@jobs.example"\n')
+    for args in (("--json", *IMAGES, "-o", "out", "--remote"), ("config", "show"),
+                 ("--json", "config", "show"), ("config", "validate")):
+        shown = cli(*args)
+        assert shown.exit_code == 2 and "TOKEN123" not in shown.stdout + shown.stderr
+    # Without --remote the run stays here, warning about modal.toml — without the token.
+    local = cli(*IMAGES, "-o", "out2")
+    assert local.exit_code == 0 and "modal.toml: 1 problem" in local.stderr
+    assert "TOKEN123" not in local.stdout + local.stderr
 
 
 def test_a_good_endpoint_is_used_as_given(cli: Cli, job_api: JobAPI,

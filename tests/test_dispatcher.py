@@ -370,7 +370,7 @@ def test_retryable_job_failures_stop_after_attempts(make: Callable[..., Rig],
     ("JOB_TIMEOUT", errors.JobTimedOut, 1),
     ("GPU_OOM", errors.GpuOutOfMemory, 1),
     ("FFMPEG_FAILED", errors.FFmpegError, 1),
-    ("JOB_FAILED", errors.CanvasCastError, 1),  # from_dict: JOB_FAILED is the base class
+    ("JOB_FAILED", errors.JobFailed, 1),
 ])
 def test_a_non_retryable_job_error_is_neither_retried_nor_counted(
         make: Callable[..., Rig], tmp_path: Path, code: str, cls: type[errors.CanvasCastError],

@@ -65,8 +65,12 @@ class Output:
             self.err.print(f"[dim]{message}[/dim]")
 
     def warn(self, message: str) -> None:
+        """A warning: plain text (a server's or a file's words included, so nothing in it
+        is read as markup)."""
         if not self.json:
-            self.err.print(f"[yellow]warning:[/yellow] {message}")
+            from rich.markup import escape
+
+            self.err.print(f"[yellow]warning:[/yellow] {escape(message)}")
 
     def data(self, payload: Any, text: str | None = None) -> None:
         """The command's result: JSON with --json, else ``text`` (if any) on stdout."""

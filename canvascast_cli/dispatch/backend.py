@@ -17,10 +17,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol
-from urllib.parse import urlsplit
 
 from canvascast_cli import env
 from canvascast_cli.errors import AuthFailed, InvalidInput, ModalUnavailable
+from canvascast_cli.net import check_base_url
 
 if TYPE_CHECKING:
     from canvascast_cli.config import Settings
@@ -121,45 +121,13 @@ def choose(requested: str, environ: Mapping[str, str], settings: Settings) -> Ch
     if not endpoint:
         raise InvalidInput(f"--backend http: set {env.MODAL_ENDPOINT} (or [app] endpoint "
                            "in modal.toml) to the job API's URL")
-    endpoint = check_endpoint(endpoint, source)
+    endpoint = check_base_url(endpoint, source)
     token = environ.get(env.MODAL_TOKEN, "").strip()
     if not token:
         raise AuthFailed(f"the http backend needs {env.MODAL_TOKEN} (the job API's bearer "
                          "token)")
     reason = "--backend http" if requested == "http" else f"{source} is set"
     return Choice("http", reason, endpoint=endpoint, token=token)
-
-
-def check_endpoint(url: str, source: str = env.MODAL_ENDPOINT) -> str:
-    """The job API's base URL, checked: http(s), a host, no credentials, no query, not
-    ending in the API's own ``/v1``. InvalidInput (exit 2) names ``source``; a URL with
-    user-info (anything before an ``@``) is refused without being echoed."""
-    from canvascast_cli.net import redact
-
-    if "@" in url:
-        # User-info, or what a parser might take for it (a password with "/" in it ends
-        # the authority early): checked first, so no message ever echoes a secret.
-        shown = redact(url)
-        named = f"{shown!r} " if "@" not in shown else "the URL "
-        raise InvalidInput(f"{source}: {named}carries credentials (user-info before an "
-                           "'@'); they are never sent or shown: put the job API's token in "
-                           f"{env.MODAL_TOKEN}")
-    try:
-        parts = urlsplit(url.strip())
-        parts.port  # noqa: B018 - raises ValueError for a port that is not a number
-    except ValueError:
-        raise InvalidInput(f"{source}: {url!r} is not a URL") from None
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise InvalidInput(f"{source}: {url!r} is not an http(s) URL with a host (e.g. "
-                           "https://you--canvascast-api.modal.run)")
-    if parts.query or parts.fragment:
-        raise InvalidInput(f"{source}: {url!r}: give the base URL, without ?query or "
-                           "#fragment")
-    path = parts.path.rstrip("/")
-    if path.endswith("/v1"):
-        raise InvalidInput(f"{source}: {url!r}: give the base URL without /v1 (canvascast "
-                           "adds the API's routes)")
-    return f"{parts.scheme}://{parts.netloc}{path}"
 
 
 def open_backend(choice: Choice, settings: Settings, *, retry: RetryPolicy,

@@ -368,7 +368,9 @@ class Dispatcher:
         limit = budget + QUEUE_SLACK
         try:
             status = wait_for(backend, job_id, self.stages, clock=self.clock, limit=limit)
-        except KeyboardInterrupt:
+        except (KeyboardInterrupt, CanvasCastError):
+            # Interrupted, or the polls failed: the job would run (and bill) on unseen
+            # while this run falls back or fails, so it is cancelled (best effort).
             self._cancel(backend, job_id)
             raise
         if status is None:
@@ -388,7 +390,7 @@ class Dispatcher:
         try:
             value = fetch(cast(Backend, counting), status)
         except IntegrityError as first:
-            self.note(f"[yellow]warning:[/yellow] {first.message}; fetching again")
+            self.warn(f"{first.message}; fetching again")
             value = fetch(cast(Backend, counting), status)
         return value, counting.bytes
 
