@@ -27,6 +27,7 @@ from canvascast_cli.protocol import (
     MissingRequest,
     check_sha256,
 )
+from canvascast_cli.server.replies import refusals
 
 router = APIRouter(prefix=f"/{API}/blobs", tags=["blobs"])
 Sha256 = Annotated[str, Path(pattern=f"^{SHA256_PATTERN}$",
@@ -39,14 +40,17 @@ def _reply(*args: Any, **kwargs: Any) -> JSONResponse:
     return reply(*args, **kwargs)
 
 
-@router.post("/missing", response_model=Envelope[MissingReply])
+@router.post("/missing", response_model=Envelope[MissingReply],
+             responses=refusals(400, 401, 413))
 async def missing(body: MissingRequest, request: Request) -> JSONResponse:
     """Which of these blobs the server lacks (upload those, then submit)."""
     store = request.app.state.store
     return _reply(MissingReply(missing=await run_in_threadpool(store.missing, body.sha256)))
 
 
-@router.put("/{sha}", response_model=Envelope[BlobStored], openapi_extra={"requestBody": {"required": True, "content": {
+@router.put("/{sha}", response_model=Envelope[BlobStored],
+            responses=refusals(400, 401, 413, 422, 429),
+            openapi_extra={"requestBody": {"required": True, "content": {
                 "application/octet-stream": {"schema": {"type": "string",
                                                         "format": "binary"}}}}})
 async def put_blob(sha: Sha256, request: Request) -> JSONResponse:
@@ -86,7 +90,8 @@ async def put_blob(sha: Sha256, request: Request) -> JSONResponse:
 
 
 @router.get("/{sha}", response_class=StreamingResponse, responses={200: {"content": {
-    "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}}})
+    "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}},
+    **refusals(400, 401, 404)})
 async def get_blob(sha: Sha256, request: Request) -> Any:
     """Stream blob ``sha``."""
     check_sha256(sha)

@@ -34,11 +34,13 @@ from canvascast_cli.protocol import (
     function,
 )
 from canvascast_cli.server.idempotency import check_key, fingerprint
+from canvascast_cli.server.replies import refusals
 from canvascast_cli.server.work import check_inputs
 
 MAX_WAIT = 25.0  # seconds a status request may wait: far under Modal's 150 s cut
 
 router = APIRouter(prefix=f"/{API}/jobs", tags=["jobs"])
+SUBMIT_REFUSALS = refusals(400, 401, 413, 422)
 JobId = Annotated[str, PathParam(pattern=f"^(?:{JOB_ID_PATTERN})$",
                                  description="What the submit returned.")]
 IdempotencyKey = Annotated[str | None, Header(
@@ -70,21 +72,21 @@ async def _submit(name: str, payload: Payload, request: Request, key: str | None
 
 
 @router.post("/render_video", status_code=202, response_model=Envelope[Submitted],
-             summary=function("render_video").summary)
+             responses=SUBMIT_REFUSALS, summary=function("render_video").summary)
 async def submit_render(payload: RenderPayload, request: Request,
                         idempotency_key: IdempotencyKey = None) -> JSONResponse:
     return await _submit("render_video", payload, request, idempotency_key)
 
 
 @router.post("/transcribe_audio", status_code=202, response_model=Envelope[Submitted],
-             summary=function("transcribe_audio").summary)
+             responses=SUBMIT_REFUSALS, summary=function("transcribe_audio").summary)
 async def submit_transcribe(payload: TranscribePayload, request: Request,
                             idempotency_key: IdempotencyKey = None) -> JSONResponse:
     return await _submit("transcribe_audio", payload, request, idempotency_key)
 
 
 @router.post("/generate_images", status_code=202, response_model=Envelope[Submitted],
-             summary=function("generate_images").summary)
+             responses=SUBMIT_REFUSALS, summary=function("generate_images").summary)
 async def submit_images(payload: ImagesPayload, request: Request,
                         idempotency_key: IdempotencyKey = None) -> JSONResponse:
     return await _submit("generate_images", payload, request, idempotency_key)
@@ -96,7 +98,8 @@ async def submit_unknown(name: str) -> JSONResponse:
     raise AssertionError("unreachable: every function has its own route")
 
 
-@router.get("/{job_id}", response_model=Envelope[JobStatus])
+@router.get("/{job_id}", response_model=Envelope[JobStatus],
+            responses=refusals(400, 401, 404))
 async def job_status(job_id: JobId, request: Request,
                      wait: Annotated[float, Query(ge=0, le=3600, description=(
                          "Seconds to wait for a change (at most 25)."))] = 0.0
@@ -107,7 +110,8 @@ async def job_status(job_id: JobId, request: Request,
     return _reply(_with_urls(status))
 
 
-@router.delete("/{job_id}", response_model=Envelope[JobStatus])
+@router.delete("/{job_id}", response_model=Envelope[JobStatus],
+               responses=refusals(400, 401, 404))
 async def cancel_job(job_id: JobId, request: Request) -> JSONResponse:
     """Cancel the job (a running one is stopped); its status."""
     runner = request.app.state.runner

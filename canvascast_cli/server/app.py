@@ -47,6 +47,7 @@ from canvascast_cli.server import api_blobs, api_jobs
 from canvascast_cli.server.blobs import BlobStore
 from canvascast_cli.server.idempotency import IdempotencyKeys, MemoryKeys
 from canvascast_cli.server.limits import BodyLimit, Janitor, Limits, SpoolBudget
+from canvascast_cli.server.replies import refusals
 from canvascast_cli.server.runner import Runner
 
 OPEN_PATHS = frozenset({f"/{API}/health"})  # everything else needs the token
@@ -79,7 +80,7 @@ def create_app(store: BlobStore, runner: Runner, token: str, *, limits: Limits =
     api = FastAPI(title="canvascast job API", version=API_VERSION,
                   summary=f"canvascast {__version__}: blobs and jobs (render, transcribe, "
                   "images)", docs_url=None, redoc_url=None,
-                  openapi_url=f"/{API}/openapi.json")
+                  openapi_url=None)  # served below, as a route the document lists
     # Bodies are JSON of at most max_json_bytes, but for blob uploads (their own cap).
     api.add_middleware(BodyLimit, limit=limits.max_json_bytes,
                        exempt=lambda method, path: method == "PUT"
@@ -111,11 +112,38 @@ def create_app(store: BlobStore, runner: Runner, token: str, *, limits: Limits =
         """Liveness and version; the only route without the token."""
         return reply(Health(functions=list(FUNCTIONS)))
 
+    @api.get(f"/{API}/openapi.json", tags=["health"], response_class=JSONResponse,
+             responses={200: {"description": "The OpenAPI 3 document.", "content": {
+                 "application/json": {"schema": {"type": "object"}}}}, **refusals(401)})
+    async def openapi_document() -> JSONResponse:
+        """This API as OpenAPI 3 (what this document is)."""
+        return JSONResponse(api.openapi())
+
     api.include_router(api_blobs.router)
     api.include_router(api_jobs.router)
+    _document_the_token(api)
     if janitor is not None:
         api.router.on_startup.append(janitor.start)
     return api
+
+
+def _document_the_token(api: FastAPI) -> None:
+    """The document says what the middleware enforces: a bearer token on every route but
+    the health check."""
+    generate = api.openapi
+
+    def document() -> dict[str, Any]:
+        doc = generate()  # generated once, then the same dict
+        doc.setdefault("components", {})["securitySchemes"] = {
+            "bearer": {"type": "http", "scheme": "bearer",
+                       "description": "The server's MODAL_TOKEN."}}
+        doc["security"] = [{"bearer": []}]
+        for path in OPEN_PATHS:
+            for operation in doc["paths"].get(path, {}).values():
+                operation["security"] = []
+        return doc
+
+    api.openapi = document  # type: ignore[method-assign]
 
 
 def _error_handlers(api: FastAPI) -> None:
