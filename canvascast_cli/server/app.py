@@ -25,7 +25,7 @@ start-up.
 from __future__ import annotations
 
 import hmac
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -54,13 +54,14 @@ OPEN_PATHS = frozenset({f"/{API}/health"})  # everything else needs the token
 
 
 def reply(data: Any = None, error: CanvasCastError | None = None,
-          status: int | None = None) -> JSONResponse:
+          status: int | None = None, headers: Mapping[str, str] | None = None
+          ) -> JSONResponse:
     """A response: the envelope, with the status the wire format gives the error."""
     from canvascast_cli.protocol import http_status
 
     if status is None:
         status = 200 if error is None else http_status(error)
-    headers = {}
+    headers = dict(headers or {})
     hint = getattr(error, "retry_after", None)
     if hint is not None:
         headers["Retry-After"] = str(max(1, round(hint)))
@@ -172,7 +173,7 @@ def _error_handlers(api: FastAPI) -> None:
             error = ServerError(str(exc.detail))
         else:
             error = InvalidInput(f"{request.method} {request.url.path}: {exc.detail}")
-        return reply(error=error, status=exc.status_code)
+        return reply(error=error, status=exc.status_code, headers=exc.headers)
 
     @api.exception_handler(Exception)
     async def on_crash(_request: Request, exc: Exception) -> JSONResponse:
