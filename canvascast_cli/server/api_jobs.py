@@ -16,6 +16,8 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
+import anyio
+import anyio.to_thread
 from fastapi import APIRouter, Header, Query, Request
 from fastapi import Path as PathParam
 from fastapi.responses import JSONResponse
@@ -38,6 +40,7 @@ from canvascast_cli.server.replies import refusals
 from canvascast_cli.server.work import check_inputs
 
 MAX_WAIT = 25.0  # seconds a status request may wait: far under Modal's 150 s cut
+MAX_WAITING = 500  # status requests waiting at once; more queue for a thread
 
 router = APIRouter(prefix=f"/{API}/jobs", tags=["jobs"])
 SUBMIT_REFUSALS = refusals(400, 401, 413, 422)
@@ -105,8 +108,15 @@ async def job_status(job_id: JobId, request: Request,
                          "Seconds to wait for a change (at most 25)."))] = 0.0
                      ) -> JSONResponse:
     """The job's status, once it changes or after ``wait`` seconds."""
-    runner = request.app.state.runner
-    status = await run_in_threadpool(runner.status, job_id, min(wait, MAX_WAIT))
+    state = request.app.state
+    wait = min(wait, MAX_WAIT)
+    if wait <= 0:
+        status = await run_in_threadpool(state.runner.status, job_id, 0.0)
+    else:
+        # A wait holds its thread for up to MAX_WAIT s: never one of the pool every other
+        # route shares, or clients waiting on their jobs stall everyone's uploads.
+        status = await anyio.to_thread.run_sync(state.runner.status, job_id, wait,
+                                                limiter=state.waiters)
     return _reply(_with_urls(status))
 
 

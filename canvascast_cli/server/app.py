@@ -28,6 +28,7 @@ import hmac
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
+import anyio
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -91,6 +92,7 @@ def create_app(store: BlobStore, runner: Runner, token: str, *, limits: Limits =
     api.state.limits = limits
     api.state.keys = keys or MemoryKeys()
     api.state.spool = SpoolBudget(limits.max_spool_bytes)
+    api.state.waiters = anyio.CapacityLimiter(api_jobs.MAX_WAITING)  # long polls' threads
     api.state.janitor = janitor
     api.state.submit = submit or runner.submit
 
