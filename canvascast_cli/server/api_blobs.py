@@ -43,9 +43,16 @@ def _reply(*args: Any, **kwargs: Any) -> JSONResponse:
 @router.post("/missing", response_model=Envelope[MissingReply],
              responses=refusals(400, 401, 413))
 async def missing(body: MissingRequest, request: Request) -> JSONResponse:
-    """Which of these blobs the server lacks (upload those, then submit)."""
+    """Which of these blobs the server lacks (upload those, then submit). The others count
+    as used now: retention must not take them before the submit that will name them."""
     store = request.app.state.store
-    return _reply(MissingReply(missing=await run_in_threadpool(store.missing, body.sha256)))
+
+    def lacking() -> list[str]:
+        absent = store.missing(body.sha256)
+        store.touch(set(body.sha256) - set(absent))
+        return list(absent)
+
+    return _reply(MissingReply(missing=await run_in_threadpool(lacking)))
 
 
 @router.put("/{sha}", response_model=Envelope[BlobStored],
@@ -66,8 +73,9 @@ async def put_blob(sha: Sha256, request: Request) -> JSONResponse:
     spool.take(reserved)
     try:
         if await run_in_threadpool(store.has, sha):
-            # Idempotent: the stored bytes stay; the body is read, within the same caps,
-            # and dropped.
+            # Idempotent: the stored bytes stay (and count as used now); the body is
+            # read, within the same caps, and dropped.
+            await run_in_threadpool(store.touch, [sha])
             received = 0
             async for chunk in request.stream():
                 received += len(chunk)
