@@ -30,6 +30,8 @@ from pathlib import Path
 from canvascast_cli.errors import IntegrityError, InvalidInput, NotFound, PayloadTooLarge
 from canvascast_cli.protocol import CHUNK, blob_path, check_sha256
 
+PARTIAL_PATTERNS = ("upload-*", "*.part")  # a spool's files while a blob is written
+
 
 @dataclass(frozen=True)
 class Pruned:

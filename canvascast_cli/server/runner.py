@@ -18,7 +18,8 @@ worker's temporary files), so nothing is left in /tmp and the server sweeps it:
 - workers die with their server: each holds the read end of a "lifeline" pipe whose only
   write end is the server's, and a watchdog thread kills the worker's process group when
   it reads end-of-file — however the server ended, SIGKILL included;
-- at start the server removes whatever a previous one left in ``<root>/work``.
+- at start the server removes whatever a previous one left in ``<root>/work``, and the
+  half-received uploads a killed one left in its blob store's spool (``<root>/tmp``).
 """
 
 from __future__ import annotations
@@ -155,6 +156,7 @@ class LocalRunner:
         self.private_urls = private_urls
         shutil.rmtree(self.work, ignore_errors=True)  # what a killed server left behind
         self.work.mkdir(parents=True, exist_ok=True)
+        _sweep_spool(self.root / "tmp")
         self.table = JobTable()
         self._ctx = multiprocessing.get_context("spawn")
         self._events: Any = self._ctx.Queue()
@@ -296,6 +298,18 @@ class _Slot:
     inbox: Any
     lifeline: Any  # the write end of the worker's lifeline: closing it ends the worker
     job: Job | None = None
+
+
+def _sweep_spool(spool: Path) -> None:
+    """Remove the partial files a killed server left in its blob store's spool (uploads
+    cut off, results being stored): never blobs, and nothing any live writer holds — a
+    server starts before it takes a request."""
+    from canvascast_cli.server.blobs import PARTIAL_PATTERNS
+
+    for pattern in PARTIAL_PATTERNS:
+        for partial in spool.glob(pattern):
+            with contextlib.suppress(OSError):
+                partial.unlink()
 
 
 def _kill_group(process: Any) -> None:
