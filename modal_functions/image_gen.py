@@ -20,7 +20,8 @@ HF_CACHE = "/models/hf"  # $HF_HUB_CACHE in the image
 HF_SECRET = "huggingface-secret"  # a Modal Secret holding HF_TOKEN
 # The repository also holds the single-file checkpoints for other tools (24 GB more);
 # diffusers reads the per-component folders only.
-FLUX_IGNORE = ("flux1-schnell.safetensors", "ae.safetensors", "*.md", "*.jpg", "*.png")
+FLUX_IGNORE = ("flux1-schnell.safetensors", "ae.safetensors", "*.md", "*.jpg", "*.jpeg",
+               "*.png")
 
 
 def bake_flux(repo: str = FLUX_REPO, revision: str = FLUX_REVISION,
