@@ -301,6 +301,7 @@ def refine_child(args: argparse.Namespace) -> None:
     import time
 
     from canvascast_cli.engines.transcribe.pipeline import transcribe_file
+    from canvascast_cli.records import dump
 
     if args.models:
         os.environ["CANVASCAST_MODELS"] = args.models
@@ -324,11 +325,11 @@ def refine_child(args: argparse.Namespace) -> None:
                 wall = time.perf_counter() - began
                 timing = transcript.extra["timing"]
                 runs["refined" if refine else "plain"] = {
-                    "words": [w.to_dict() for w in transcript.words],
+                    "words": [dump(w) for w in transcript.words],
                     "wall_s": wall - timing["load_seconds"],  # the job, less model loading
                     "transcribe_s": timing["transcribe_seconds"],
                     "refine_s": timing.get("refine_seconds", 0.0),
-                    "kept": (transcript.refinement.to_dict().get("kept_because")
+                    "kept": (dump(transcript.refinement).get("kept_because")
                              if transcript.refinement else None),
                     "duration": transcript.duration}
             results.append({"clip": name, "mode": mode, "truth": truth, **runs})

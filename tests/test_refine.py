@@ -30,6 +30,7 @@ from canvascast_cli.engines.transcribe.audio import SAMPLE_RATE, load_audio
 from canvascast_cli.engines.transcribe.job import TranscribeJob, run_transcribe
 from canvascast_cli.engines.transcribe.models import ModelRef
 from canvascast_cli.engines.transcribe.result import Refinement, Segment, Transcript, Word
+from canvascast_cli.records import dump
 from tests.helpers import REPO
 from tests.quality import timing_errors
 
@@ -63,7 +64,7 @@ def clip(name: str) -> tuple[Path, dict[str, Any]]:
 def errors(truth: list[dict[str, Any]], words: list[Word] | list[dict[str, Any]]
            ) -> tuple[np.ndarray, np.ndarray]:
     """|start error| and |end error| of the words paired with the truth by text."""
-    dicts = [w.to_dict() if isinstance(w, Word) else w for w in words]
+    dicts = [dump(w) if isinstance(w, Word) else w for w in words]
     starts, ends = timing_errors(truth, dicts)
     return np.array(starts), np.array(ends)
 
@@ -155,7 +156,7 @@ def test_words_outside_the_dictionary_keep_their_times() -> None:
             if reason is not None}
     assert kept == {"Vandrelli": "not in dictionary", "Quorbix": "not in dictionary"}
     assert refinement.reasons() == {"not in dictionary": 2}
-    doc = transcript.to_dict()
+    doc = dump(transcript)
     flagged = {w["word"]: (w["refined"], w.get("kept")) for w in doc["words"]}
     assert flagged["Quorbix"] == (False, "not in dictionary")
     assert flagged["bakery"] == (True, None)
@@ -427,7 +428,7 @@ def test_refinement_survives_the_json_round_trip() -> None:
                             "en", 1.0, "faster-whisper", "tiny.en",
                             refinement=Refinement("pocketsphinx 5.1.1 en-us",
                                                   (None, "not in dictionary", "no letters")))
-    doc = transcript.to_dict()
+    doc = dump(transcript)
     assert doc["words"][0] == {"word": "Hello", "start": 0.1, "end": 0.4,
                                "probability": 0.9, "refined": True}
     assert doc["words"][1] == {"word": "Quorbix", "start": 0.4, "end": 0.9,
@@ -437,9 +438,9 @@ def test_refinement_survives_the_json_round_trip() -> None:
                                                              "no letters": 1}}
     back = Transcript.from_dict(json.loads(json.dumps(doc)))
     assert back.refinement == transcript.refinement
-    assert back.words == words and back.to_dict() == doc
+    assert back.words == words and dump(back) == doc
     skipped = replace(transcript, refinement=Refinement(None, skipped="why"))
-    assert Transcript.from_dict(skipped.to_dict()).refinement == skipped.refinement
+    assert Transcript.from_dict(dump(skipped)).refinement == skipped.refinement
 
 
 def test_the_job_api_carries_the_switch(tmp_path: Path) -> None:

@@ -27,6 +27,7 @@ from canvascast_cli.engines.transcribe.audio import (
 from canvascast_cli.engines.transcribe.models import ModelRef
 from canvascast_cli.engines.transcribe.result import Segment, Word
 from canvascast_cli.errors import InvalidInput
+from canvascast_cli.records import dump
 from tests.helpers import REPO
 from tests.quality import timing_errors, word_error_rate
 
@@ -281,16 +282,16 @@ def test_three_chunks_give_the_words_and_times_of_one() -> None:
     # The default chunking leaves a 31 s file whole: exactly the one-call result.
     engine = create_engine(resolve_model("faster-whisper", "tiny.en"), threads=1)
     direct, _ = engine.transcribe(load_audio(NARRATION).samples, language=None, beam_size=1)
-    assert [w.to_dict() for w in one.words] == [
-        w.to_dict() for s in direct for w in s.words]
+    assert [dump(w) for w in one.words] == [
+        dump(w) for s in direct for w in s.words]
 
     three = pipeline.transcribe_file(NARRATION, beam_size=1, threads=1, chunk_seconds=12,
                                      search_seconds=3)
     assert len(list(iter_chunks(NARRATION, chunk_seconds=12, search_seconds=3))) == 3
     assert three.duration == one.duration
     assert [s.id for s in three.segments] == list(range(len(three.segments)))
-    a = [w.to_dict() for w in one.words]
-    b = [w.to_dict() for w in three.words]
+    a = [dump(w) for w in one.words]
+    b = [dump(w) for w in three.words]
     assert [w["start"] for w in b] == sorted(w["start"] for w in b)
     # ~10 s windows give tiny.en less context than 30 s ones: a few words differ (measured
     # 10 % apart, 12 % WER against the script vs 5 % in one chunk); times do not move.

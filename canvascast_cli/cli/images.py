@@ -148,7 +148,9 @@ def images_command(
                  f"images to {output}/{billing}")
         outcomes = getattr(engine, "outcomes", [])
         where = _where(outcomes, choice.name)
-        out.data({"images": [r.to_dict() for r in records], "output": str(output),
+        from canvascast_cli.records import dump
+
+        out.data({"images": [dump(r) for r in records], "output": str(output),
                   "provider": engine.name, "model": engine.model, "seed": job.seed,
                   "failed": len(result.failed), "cost_usd": result.cost_usd,
                   "generation_seconds": result.generation_seconds,

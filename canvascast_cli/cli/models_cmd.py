@@ -26,7 +26,9 @@ def models_list(ctx: typer.Context, json_output: JsonFlag = False) -> None:
 
         refs = list_models()
         if out.json:
-            out.data({"models_dir": str(models_dir()), "models": [r.to_dict() for r in refs]})
+            from canvascast_cli.records import dump
+
+            out.data({"models_dir": str(models_dir()), "models": [dump(r) for r in refs]})
             return
         from rich.console import Console
         from rich.table import Table

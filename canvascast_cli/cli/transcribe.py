@@ -155,7 +155,7 @@ def transcribe_command(
         where = dump(outcome.report())
         if destination is None:
             if out.json:
-                doc = {**transcript.to_dict(), **where}
+                doc = {**dump(transcript), **where}
                 if chosen != "json":
                     doc.update(rendered=text, format=chosen)
                 out.data(doc)
@@ -171,8 +171,8 @@ def transcribe_command(
                   "words": len(transcript.words), "segments": len(transcript.segments),
                   "duration": transcript.duration, "language": transcript.language,
                   "engine": transcript.engine, "model": transcript.model,
-                  "alignment": transcript.alignment.to_dict() if transcript.alignment else None,
-                  "refinement": refinement.to_dict() if refinement else None,
+                  "alignment": dump(transcript.alignment),
+                  "refinement": dump(refinement),
                   "warnings": list(transcript.warnings), **timing, **where},
                  text=str(destination))
 

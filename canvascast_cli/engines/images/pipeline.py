@@ -15,22 +15,42 @@ import re
 import time
 import unicodedata
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
+
+from pydantic import Field, SerializerFunctionWrapHandler, computed_field, model_serializer
+from pydantic.dataclasses import dataclass
 
 from canvascast_cli.atomic import check_writable, write_bytes
 from canvascast_cli.engines.images.base import ImageRequest, ImageResult, Provider
 from canvascast_cli.engines.images.style import StyleConfig
 from canvascast_cli.errors import GpuOutOfMemory, InvalidInput
+from canvascast_cli.records import dump
 
 EXTENSIONS = {"image/png": ".png", "image/jpeg": ".jpg", "image/webp": ".webp"}
 MAX_PROMPT_CHARS = 4000
 
 
+# The sidecar's keys in the order they are written; the provider's ``details`` follow.
+_SIDECAR_ORDER = ("index", "status", "file", "sidecar", "sha256", "prompt", "prompt_sent",
+                  "negative_prompt", "provider", "model", "seed", "size", "aspect_ratio",
+                  "safety")
+
+
+@dataclass(frozen=True)
+class ImageSize:
+    width: int
+    height: int
+
+
 @dataclass(frozen=True)
 class ImageRecord:
-    """What was made for one prompt (the sidecar, plus where the files are)."""
+    """What was made for one prompt (the sidecar, plus where the files are).
+
+    JSON (``records.dump``, the sidecar and ``--json``): these fields, ``status`` ("ok" or
+    "blocked"), ``size`` for ``width`` and ``height``, and the provider's ``details``
+    merged in at the top level.
+    """
 
     index: int
     prompt: str  # the user's prompt
@@ -39,8 +59,8 @@ class ImageRecord:
     provider: str
     model: str
     seed: int
-    width: int
-    height: int
+    width: Annotated[int, Field(exclude=True)]  # written as ``size``
+    height: Annotated[int, Field(exclude=True)]
     aspect_ratio: str
     file: str | None
     sidecar: str | None
@@ -52,16 +72,22 @@ class ImageRecord:
     def ok(self) -> bool:
         return self.file is not None
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "index": self.index, "status": "ok" if self.ok else "blocked",
-            "file": self.file, "sidecar": self.sidecar, "sha256": self.sha256,
-            "prompt": self.prompt, "prompt_sent": self.prompt_sent,
-            "negative_prompt": self.negative_prompt, "provider": self.provider,
-            "model": self.model, "seed": self.seed,
-            "size": {"width": self.width, "height": self.height},
-            "aspect_ratio": self.aspect_ratio, "safety": self.safety, **self.details,
-        }
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def status(self) -> str:
+        return "ok" if self.ok else "blocked"
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def size(self) -> ImageSize:
+        return ImageSize(self.width, self.height)
+
+    @model_serializer(mode="wrap")
+    def _sidecar(self, handler: SerializerFunctionWrapHandler) -> Any:
+        data = handler(self)
+        document = {key: data[key] for key in _SIDECAR_ORDER}
+        document.update(data["details"])
+        return document
 
 
 def slug(text: str, limit: int = 40) -> str:
@@ -154,6 +180,6 @@ def write_result(out_dir: Path, prompt: str, request: ImageRequest, result: Imag
     record = ImageRecord(file=str(image.absolute()), sidecar=str(sidecar.absolute()),
                          sha256=digest, **common)  # type: ignore[arg-type]
     write_bytes(image, result.data)
-    meta = {**record.to_dict(), "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    meta = {**dump(record), "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     write_bytes(sidecar, (json.dumps(meta, indent=1, ensure_ascii=False) + "\n").encode())
     return record

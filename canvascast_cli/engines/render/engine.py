@@ -19,11 +19,12 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
+from pydantic.dataclasses import dataclass as pydantic_dataclass
 
 from canvascast_cli.assets import FONTS_DIR
 from canvascast_cli.atomic import check_destination, staged
@@ -31,12 +32,14 @@ from canvascast_cli.engines.render.audio import build_audio_graph
 from canvascast_cli.engines.render.captions import build_ass
 from canvascast_cli.engines.render.compose import Compositor
 from canvascast_cli.engines.render.ffmpeg import FFmpegProcess, FrameWriter, T, ffmpeg_exe
+from canvascast_cli.engines.render.fonts.clusters import codepoint
 from canvascast_cli.engines.render.fonts.messages import missing_warning
-from canvascast_cli.engines.render.fonts.plan import FontPlan, plan_fonts
+from canvascast_cli.engines.render.fonts.plan import FontPlan, MissingGlyph, plan_fonts
 from canvascast_cli.engines.render.frames import FrameBuffer
 from canvascast_cli.engines.render.inputs import ResolvedInputs
 from canvascast_cli.engines.render.presets import DEFAULT_CRF, DEFAULT_PRESET, X264_PRESETS
 from canvascast_cli.errors import FFmpegError, Interrupted, InvalidInput
+from canvascast_cli.records import Seconds
 from canvascast_cli.signals import signal_number
 from canvascast_cli.timeline import ResolvedTimeline
 
@@ -55,24 +58,36 @@ class RenderOptions:
     frame_range: tuple[int, int] | None = None  # [start, end) in frames; None = all
 
 
-@dataclass(frozen=True)
+@pydantic_dataclass(frozen=True)
+class MissingChar:
+    """An allowed caption character no font has, as a render reports it."""
+
+    codepoint: str  # "U+0301"
+    char: str
+    words: int  # how many caption words have it
+
+    @classmethod
+    def of(cls, glyph: MissingGlyph) -> MissingChar:
+        return cls(codepoint=codepoint(glyph.char), char=glyph.char, words=len(glyph.words))
+
+
+@pydantic_dataclass(frozen=True)
 class RenderResult:
+    """What a render made: ``--json``'s fields, and a remote render's job summary (less
+    ``output``), read back on the client with ``RenderResult(**summary)``."""
+
     output: str
-    duration: float
+    duration: float  # frames / fps, to the microsecond (frame-exact at 29.97 fps)
     frames: int
     width: int
     height: int
     fps: float
     size_bytes: int
     sha256: str
-    render_seconds: float
-    speed: float  # seconds of video per second of rendering ("x realtime")
-    # Allowed caption characters no font has ({"codepoint", "char", "words"}), and notes.
-    missing_glyphs: tuple[dict[str, object], ...] = ()
+    render_seconds: Seconds
+    speed: float  # seconds of video per second of rendering ("x realtime"), 3 decimals
+    missing_glyphs: tuple[MissingChar, ...] = ()
     warnings: tuple[str, ...] = ()
-
-    def to_dict(self) -> dict[str, object]:
-        return asdict(self)
 
 
 ProgressCallback = Callable[[int, int], None]  # (frames encoded, total frames)
@@ -125,9 +140,9 @@ def render(
         fps=fps,
         size_bytes=size,
         sha256=digest,
-        render_seconds=round(elapsed, 3),
+        render_seconds=elapsed,
         speed=round(frames / fps / elapsed, 3) if elapsed > 0 else 0.0,
-        missing_glyphs=tuple(g.to_dict() for g in plan.missing) if plan else (),
+        missing_glyphs=tuple(MissingChar.of(g) for g in plan.missing) if plan else (),
         warnings=warnings,
     )
 

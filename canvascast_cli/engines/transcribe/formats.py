@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from canvascast_cli.engines.transcribe.result import Transcript, Word
+from canvascast_cli.records import dump
 
 FORMATS = ("json", "srt", "vtt", "txt")
 MAX_LINE_CHARS = 42
@@ -31,7 +32,7 @@ class Cue:
 
 def render_transcript(transcript: Transcript, fmt: str) -> str:
     if fmt == "json":
-        return json.dumps(transcript.to_dict(), indent=1, ensure_ascii=False) + "\n"
+        return json.dumps(dump(transcript), indent=1, ensure_ascii=False) + "\n"
     if fmt == "txt":
         return "\n".join(s.text.strip() for s in transcript.segments if s.text.strip()) + "\n"
     cues = build_cues(transcript)

@@ -1,36 +1,52 @@
-"""What a transcription produces: small frozen dataclasses, and their JSON form.
+"""What a transcription produces: small frozen pydantic dataclasses, and their JSON form.
 
-The JSON keeps the seed's shape — ``{"segments": [...], "words": [{"word", "start",
-"end"}]}`` — plus ``language``, ``duration``, ``engine``, ``model`` and, where the engine
-gives it, each word's ``probability``. ``canvascast render`` reads exactly this file as
-captions (``captions.transcript``), keeping only the keys a ``Word`` has.
+The JSON (``records.dump(transcript)``) keeps the seed's shape — ``{"segments": [...],
+"words": [{"word", "start", "end"}]}`` — plus ``language``, ``duration``, ``engine``,
+``model``, ``text`` and, where the engine gives it, each word's ``probability``; times to
+the millisecond (``records.Seconds``). ``canvascast render`` reads exactly this file as
+captions (``captions.transcript``), keeping only the keys a ``Word`` has, and a remote
+job's transcript comes back as it (``Transcript.from_dict``).
 
 When word timing refinement ran (``refine``), each word also says whether its times were
 refined (``"refined": true``) or kept as recognised and why (``"refined": false, "kept":
-"not in dictionary"``), and ``refinement`` sums it up.
+"not in dictionary"``), and ``refinement`` sums it up. ``alignment``, ``refinement`` and
+``warnings`` appear only when there is something to say; ``extra`` is merged in at the
+top level.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
-from typing import Any
+from dataclasses import field, replace
+from typing import Annotated, Any
 
+from pydantic import (
+    Field,
+    SerializationInfo,
+    SerializerFunctionWrapHandler,
+    TypeAdapter,
+    computed_field,
+    model_serializer,
+)
+from pydantic.dataclasses import dataclass
+
+from canvascast_cli.records import Ratio, Seconds
 from canvascast_cli.words import Word
 
 __all__ = ["Alignment", "Refinement", "Segment", "Transcript", "Word"]
 
 
+def _absent(value: object) -> bool:
+    """Left out of the JSON: None, or nothing in it."""
+    return value is None or value == ()
+
+
 @dataclass(frozen=True)
 class Segment:
     id: int
-    start: float
-    end: float
+    start: Seconds
+    end: Seconds
     text: str
-    words: tuple[Word, ...] = ()
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"id": self.id, "start": round(self.start, 3), "end": round(self.end, 3),
-                "text": self.text}
+    words: tuple[Word, ...] = Field(default=(), exclude=True)  # in the transcript's ``words``
 
 
 @dataclass(frozen=True)
@@ -40,30 +56,45 @@ class Alignment:
     script_words: int
     matched: int  # timed from a recognised word
     interpolated: int  # no recognised match: timed between their neighbours
-    dropped: int  # recognised words the script lacks (still in segments)
+    # recognised words the script lacks (still in segments)
+    dropped: int = Field(serialization_alias="dropped_recognised")
 
+    @computed_field  # type: ignore[prop-decorator]
     @property
-    def matched_share(self) -> float:
+    def matched_share(self) -> Ratio:
         """Share of the script's words timed from a recognised word (0-1)."""
         return self.matched / self.script_words if self.script_words else 0.0
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"script_words": self.script_words, "matched": self.matched,
-                "interpolated": self.interpolated, "dropped_recognised": self.dropped,
-                "matched_share": round(self.matched_share, 4)}
 
 
 @dataclass(frozen=True)
 class Refinement:
-    """How word times were re-timed against the audio (``refine``)."""
+    """How word times were re-timed against the audio (``refine``).
+
+    JSON: ``{"aligner", "refined", "kept", "kept_because"}`` (counts; the per-word reasons
+    go on the transcript's words), or ``{"skipped": why}`` alone when nothing was refined.
+    """
 
     aligner: str | None  # e.g. "pocketsphinx 5.1.1 en-us"; None when skipped
-    kept: tuple[str | None, ...] = ()  # per word: why its time was kept; None: refined
-    skipped: str | None = None  # why no word was refined (no aligner for the language...)
+    # per word: why its time was kept; None: refined
+    kept: tuple[str | None, ...] = Field(default=(), exclude=True)
+    # why no word was refined (no aligner for the language...)
+    skipped: str | None = Field(default=None, exclude_if=_absent)
 
+    @computed_field  # type: ignore[prop-decorator]
     @property
     def refined(self) -> int:
         return sum(reason is None for reason in self.kept)
+
+    @computed_field(alias="kept")  # type: ignore[prop-decorator]
+    @property
+    def kept_count(self) -> int:
+        """How many words kept their recognised times."""
+        return len(self.kept) - self.refined
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def kept_because(self) -> dict[str, int]:
+        return self.reasons()
 
     def reasons(self) -> dict[str, int]:
         """How many words were kept, by reason."""
@@ -73,26 +104,31 @@ class Refinement:
                 counts[reason] = counts.get(reason, 0) + 1
         return counts
 
-    def to_dict(self) -> dict[str, Any]:
-        if self.skipped is not None:
-            return {"skipped": self.skipped}
-        return {"aligner": self.aligner, "refined": self.refined,
-                "kept": len(self.kept) - self.refined, "kept_because": self.reasons()}
+    @model_serializer(mode="wrap")
+    def _skipped_alone(self, handler: SerializerFunctionWrapHandler) -> Any:
+        return {"skipped": self.skipped} if self.skipped is not None else handler(self)
+
+
+# The transcript's keys in the order they are written; ``extra``'s are merged in last.
+_ORDER = ("language", "duration", "engine", "model", "text", "segments", "words",
+          "alignment", "refinement", "warnings")
 
 
 @dataclass(frozen=True)
 class Transcript:
     segments: tuple[Segment, ...]
-    words: tuple[Word, ...]
+    # Written by ``_document`` (after ``segments``, with each word's refinement).
+    words: Annotated[tuple[Word, ...], Field(exclude=True)]
     language: str
-    duration: float  # seconds of audio
+    duration: Seconds  # seconds of audio
     engine: str
     model: str
-    alignment: Alignment | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
-    warnings: tuple[str, ...] = ()
-    refinement: Refinement | None = None
+    alignment: Alignment | None = Field(default=None, exclude_if=_absent)
+    extra: dict[str, Any] = field(default_factory=dict)  # more keys, merged at the top level
+    warnings: tuple[str, ...] = Field(default=(), exclude_if=_absent)
+    refinement: Refinement | None = Field(default=None, exclude_if=_absent)
 
+    @computed_field  # type: ignore[prop-decorator]
     @property
     def text(self) -> str:
         return " ".join(s.text.strip() for s in self.segments if s.text.strip())
@@ -112,8 +148,8 @@ class Transcript:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Transcript:
-        """The transcript ``to_dict`` wrote (a transcript that came back from a remote
-        job). Segment word lists are not in the JSON; ``words`` has them all."""
+        """The transcript ``records.dump`` wrote (a transcript that came back from a
+        remote job). Segment word lists are not in the JSON; ``words`` has them all."""
         words = tuple(Word(**{k: w[k] for k in ("word", "start", "end", "probability")
                               if k in w}) for w in data.get("words") or [])
         segments = tuple(Segment(int(s["id"]), float(s["start"]), float(s["end"]),
@@ -135,30 +171,32 @@ class Transcript:
                    warnings=tuple(str(w) for w in data.get("warnings") or ()),
                    refinement=_refinement(data.get("refinement"), data.get("words") or []))
 
-    def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {
-            "language": self.language,
-            "duration": round(self.duration, 3),
-            "engine": self.engine,
-            "model": self.model,
-            "text": self.text,
-            "segments": [s.to_dict() for s in self.segments],
-            "words": [w.to_dict() for w in self.words],
-        }
+    @model_serializer(mode="wrap")
+    def _document(self, handler: SerializerFunctionWrapHandler,
+                  info: SerializationInfo) -> Any:
+        data = handler(self)
+        data["words"] = self._word_entries(info)
+        document = {key: data[key] for key in _ORDER if key in data}
+        document.update(data["extra"])
+        return document
+
+    def _word_entries(self, info: SerializationInfo) -> Any:
+        """The words, each with its ``refined`` (and ``kept``: why not) when refinement
+        ran. Without refinement, the ``Word`` records themselves, which the encoder of the
+        document encodes as it goes: each word is encoded once, not twice (100,000-word
+        transcripts)."""
         refinement = self.refinement
-        if refinement is not None and len(refinement.kept) == len(self.words):
-            for word, reason in zip(out["words"], refinement.kept, strict=True):
-                word["refined"] = reason is None
-                if reason is not None:
-                    word["kept"] = reason
-        if self.alignment is not None:
-            out["alignment"] = self.alignment.to_dict()
-        if refinement is not None:
-            out["refinement"] = refinement.to_dict()
-        if self.warnings:
-            out["warnings"] = list(self.warnings)
-        out.update(self.extra)
-        return out
+        if refinement is None or len(refinement.kept) != len(self.words):
+            return self.words
+        entries = _WORDS.dump_python(self.words, mode="json" if info.mode_is_json() else "python")
+        for entry, reason in zip(entries, refinement.kept, strict=True):
+            entry["refined"] = reason is None
+            if reason is not None:
+                entry["kept"] = reason
+        return entries
+
+
+_WORDS: TypeAdapter[tuple[Word, ...]] = TypeAdapter(tuple[Word, ...])
 
 
 def _refinement(raw: Any, words: list[Any]) -> Refinement | None:

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from canvascast_cli.engines.render.fonts.clusters import clusters, codepoint, needs_glyph
+from canvascast_cli.engines.render.fonts.clusters import clusters, needs_glyph
 from canvascast_cli.engines.render.fonts.discovery import InstalledFonts
 from canvascast_cli.engines.render.fonts.faces import (
     FONT_SUFFIXES,
@@ -28,10 +28,6 @@ Piece = tuple["Face | str | None", str]  # (face, _KEEP, or None = no font has i
 class MissingGlyph:
     char: str
     words: tuple[int, ...]  # indices of the caption words that have it
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"codepoint": codepoint(self.char), "char": self.char,
-                "words": len(self.words)}
 
 
 @dataclass(frozen=True)
