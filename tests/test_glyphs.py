@@ -366,11 +366,11 @@ def test_installed_fonts_from_fontconfig(made_fonts: Path, tmp_path: Path,
 
 
 def test_remote_refs_cover_a_font_list() -> None:
-    from canvascast_cli.server.work import render_refs, rewrite_refs
+    from canvascast_cli.protocol import rewrite_refs, timeline_refs
 
     timeline = {"scenes": [], "captions": {"words": [], "style": {
         "font": ["DejaVu Sans", "fonts/a.ttf", "b.otf"]}}}
-    refs = render_refs(timeline)
+    refs = timeline_refs(timeline)
     assert refs == {"captions.style.font[1]": "fonts/a.ttf", "captions.style.font[2]": "b.otf"}
     out = rewrite_refs(timeline, {"fonts/a.ttf": "blob:1.ttf", "b.otf": "blob:2.otf"})
     assert out["captions"]["style"]["font"] == ["DejaVu Sans", "blob:1.ttf", "blob:2.otf"]
@@ -379,11 +379,14 @@ def test_remote_refs_cover_a_font_list() -> None:
 
 def test_remote_options_carry_the_flag() -> None:
     from canvascast_cli.errors import InvalidInput
-    from canvascast_cli.server.work import validate
+    from canvascast_cli.protocol import RenderPayload
+    from canvascast_cli.server.work import check_inputs
 
     timeline = {"scenes": [{"image": "https://example.com/a.jpg", "duration": 1}]}
-    validate("render_video", {"timeline": timeline,
-                              "options": {"allow_missing_glyphs": True}}, None)
-    with pytest.raises(InvalidInput, match="allow_missing_glyphs: true or false"):
-        validate("render_video", {"timeline": timeline,
-                                  "options": {"allow_missing_glyphs": "yes"}}, None)
+    payload = check_inputs("render_video", {"timeline": timeline,
+                                            "options": {"allow_missing_glyphs": True}}, None)
+    assert isinstance(payload, RenderPayload) and payload.options.allow_missing_glyphs
+    with pytest.raises(InvalidInput, match="options.allow_missing_glyphs: Input should be a "
+                       "valid boolean"):
+        check_inputs("render_video", {"timeline": timeline,
+                                      "options": {"allow_missing_glyphs": "yes"}}, None)

@@ -355,7 +355,7 @@ class _Engine:
 def fake(monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
     settings = {"language": "en"}
     monkeypatch.setattr(pipeline, "resolve_model",
-                        lambda engine, model: ModelRef(engine, model, Path("fake"), "test"))
+                        lambda engine, model, **_: ModelRef(engine, model, Path("fake"), "test"))
     monkeypatch.setattr(pipeline, "create_engine",
                         lambda ref, **_: _Engine(settings["language"]))
     return settings
@@ -391,7 +391,7 @@ def test_a_failed_recognition_frees_the_aligner(monkeypatch: pytest.MonkeyPatch)
             raise JobFailed("faster-whisper failed: out of memory")
 
     monkeypatch.setattr(pipeline, "resolve_model",
-                        lambda engine, model: ModelRef(engine, model, Path("fake"), "test"))
+                        lambda engine, model, **_: ModelRef(engine, model, Path("fake"), "test"))
     monkeypatch.setattr(pipeline, "create_engine", lambda ref, **_: Failing())
     with pytest.raises(JobFailed):
         pipeline.transcribe_file(clip("nyc")[0], refine=True)
@@ -443,12 +443,14 @@ def test_refinement_survives_the_json_round_trip() -> None:
     assert Transcript.from_dict(dump(skipped)).refinement == skipped.refinement
 
 
-def test_the_job_api_carries_the_switch(tmp_path: Path) -> None:
+def test_the_job_api_carries_the_switch() -> None:
     from canvascast_cli.errors import InvalidInput
-    from canvascast_cli.server.work import _transcribe_job
+    from canvascast_cli.protocol import TranscribePayload, parse_payload
 
-    audio = tmp_path / "a.wav"
-    assert _transcribe_job({"audio": "x"}, audio).refine is True
-    assert _transcribe_job({"audio": "x", "refine": False}, audio).refine is False
-    with pytest.raises(InvalidInput, match="refine: true or false"):
-        _transcribe_job({"audio": "x", "refine": "no"}, audio)
+    audio = "blob:" + "a" * 64 + ".wav"
+    on = parse_payload("transcribe_audio", {"audio": audio})
+    off = parse_payload("transcribe_audio", {"audio": audio, "refine": False})
+    assert isinstance(on, TranscribePayload) and isinstance(off, TranscribePayload)
+    assert on.refine is True and off.refine is False
+    with pytest.raises(InvalidInput, match="refine: Input should be a valid boolean"):
+        parse_payload("transcribe_audio", {"audio": audio, "refine": "no"})

@@ -274,6 +274,24 @@ def test_sigterm_when_idle_is_one_message_and_exit_143(tmp_path: Path) -> None:
     until(lambda: gone(served), "no process of the stopped server remains")
 
 
+def test_sigterm_with_a_stalled_upload_still_stops(tmp_path: Path) -> None:
+    """Guards: a client holding an upload open (headers and a few bytes, then nothing)
+    kept a SIGTERMed server running for good: uvicorn waited for the request forever. A
+    stop gives requests in flight a few seconds, then ends."""
+    served = serve(tmp_path)
+    port = int(served.url.rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port)) as stalled:
+        stalled.sendall((f"PUT /v1/blobs/{'a' * 64} HTTP/1.1\r\nHost: x\r\n"
+                         f"Authorization: Bearer {TOKEN}\r\nContent-Length: 1000000\r\n"
+                         "\r\n").encode() + b"x" * 1000)
+        until(lambda: any(p.name.startswith("upload-") for p in (served.store / "tmp")
+                          .glob("*")), "the upload has begun")
+        began = time.monotonic()
+        assert served.stop(signal.SIGTERM) == 143
+        assert time.monotonic() - began < 30, "the stop waited on the stalled upload"
+    until(lambda: gone(served), "no process of the stopped server remains")
+
+
 @pytest.fixture(scope="module")
 def shared(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     """One `canvascast serve` (2 workers, no --allow-private-urls) for the tests that

@@ -180,7 +180,7 @@ def fake_engine(monkeypatch: pytest.MonkeyPatch) -> list[_FakeEngine]:
         return created[-1]
 
     monkeypatch.setattr(pipeline, "resolve_model",
-                        lambda engine, model: ModelRef(engine, model, Path("fake"), "test"))
+                        lambda engine, model, **_: ModelRef(engine, model, Path("fake"), "test"))
     monkeypatch.setattr(pipeline, "create_engine", create)
     return created
 

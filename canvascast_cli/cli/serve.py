@@ -14,6 +14,7 @@ from canvascast_cli.cli.output import reporting
 from canvascast_cli.errors import EXIT_CODES_HELP, Interrupted, InvalidInput, JobFailed
 
 LOOPBACK = ("127.0.0.1", "::1", "localhost")
+SHUTDOWN_GRACE = 5  # seconds a stopping server gives requests in flight
 SERVE_HELP = (
     "Run the job API locally with uvicorn; jobs run in worker processes. Clients use it "
     f"with {env.MODAL_ENDPOINT}=http://HOST:PORT and the same {env.MODAL_TOKEN} (one export "
@@ -67,9 +68,12 @@ def serve_command(
         runner = LocalRunner(root, workers=workers, private_urls=allow_private_urls)
         janitor = Janitor.from_settings(blobs, runner.live_blobs, settings, note=out.note)
         try:
+            # A stop waits this long for requests in flight (a stalled upload would
+            # otherwise keep the server from ever stopping).
             config = uvicorn.Config(create_app(blobs, runner, token, janitor=janitor),
                                     host=host, port=port, log_level="warning",
-                                    access_log=False)
+                                    access_log=False,
+                                    timeout_graceful_shutdown=SHUTDOWN_GRACE)
             server = uvicorn.Server(config)
             out.note(f"canvascast job API on http://{host}:{port} ({workers} worker"
                      f"{'s' if workers > 1 else ''}, blobs in {root}); Ctrl-C stops it")

@@ -152,8 +152,9 @@ class Transcript:
         remote job). Segment word lists are not in the JSON; ``words`` has them all."""
         words = tuple(Word(**{k: w[k] for k in ("word", "start", "end", "probability")
                               if k in w}) for w in data.get("words") or [])
-        segments = tuple(Segment(int(s["id"]), float(s["start"]), float(s["end"]),
-                                 str(s["text"])) for s in data.get("segments") or [])
+        segments = tuple(Segment(int(s.get("id", i)), float(s["start"]), float(s["end"]),
+                                 str(s["text"]))
+                         for i, s in enumerate(data.get("segments") or []))
         raw = data.get("alignment")
         alignment = None
         if isinstance(raw, dict):
