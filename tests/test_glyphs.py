@@ -386,7 +386,7 @@ def test_remote_options_carry_the_flag() -> None:
     payload = check_inputs("render_video", {"timeline": timeline,
                                             "options": {"allow_missing_glyphs": True}}, None)
     assert isinstance(payload, RenderPayload) and payload.options.allow_missing_glyphs
-    with pytest.raises(InvalidInput, match="options.allow_missing_glyphs: Input should be a "
-                       "valid boolean"):
+    with pytest.raises(InvalidInput, match=r"options\.allow_missing_glyphs: Input should be "
+                       "a valid boolean"):
         check_inputs("render_video", {"timeline": timeline,
                                       "options": {"allow_missing_glyphs": "yes"}}, None)

@@ -12,7 +12,6 @@ from __future__ import annotations
 import ast
 import re
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -86,8 +85,8 @@ def check(invocation: str) -> str | None:
             path.append(word)
         elif word.startswith("-") or not re.fullmatch(r"[a-z][a-z-]*", word):
             break
-        elif not path or TREE.get(" ".join(path)) is not None and any(
-                key.startswith(" ".join(path) + " ") for key in TREE):
+        elif not path or (TREE.get(" ".join(path)) is not None and any(
+                key.startswith(" ".join(path) + " ") for key in TREE)):
             return f"no command `canvascast {candidate}`"
         else:
             break  # an argument (a file name, an id)
