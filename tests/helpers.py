@@ -9,6 +9,7 @@ import json
 import subprocess
 import sys
 import wave
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,9 @@ class Result:
 
     def json(self) -> Any:
         return json.loads(self.stdout)
+
+
+Cli = Callable[..., Result]  # the ``cli`` fixture: canvascast's arguments -> Result
 
 
 def run_subprocess(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None,

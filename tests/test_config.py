@@ -8,7 +8,7 @@ import pytest
 
 from canvascast_cli.config import function_cost_per_second, load_config
 from canvascast_cli.errors import ConfigError
-from tests.helpers import REPO
+from tests.helpers import REPO, Cli
 
 
 def test_defaults_are_the_seed_values() -> None:
@@ -124,7 +124,7 @@ def test_cost_per_second_uses_configured_resources() -> None:
     assert gpu_rate == pytest.approx(0.000306 + 0.125 * 0.0000131 + 0.125 * 0.00000222)
 
 
-def test_cli_validate_and_show(cli, isolated_env: Path) -> None:  # type: ignore[no-untyped-def]
+def test_cli_validate_and_show(cli: Cli, isolated_env: Path) -> None:
     ok = cli("config", "validate", "--json")
     assert ok.exit_code == 0 and ok.json() == {"valid": True, "path": None}
     (isolated_env / "modal.toml").write_text("[functions.render_video]\ntimeout = 5\n")
@@ -210,7 +210,7 @@ def test_env_problem_is_not_headed_with_the_file(tmp_path: Path) -> None:
     assert info.value.details[0].startswith("env CANVASCAST_BREAKER__FAILURE_THRESHOLD")
 
 
-def test_utf16_file_is_not_utf8(tmp_path: Path, cli) -> None:  # type: ignore[no-untyped-def]
+def test_utf16_file_is_not_utf8(tmp_path: Path, cli: Cli) -> None:
     path = tmp_path / "modal.toml"
     path.write_bytes("[app]\nname = \"x\"\n".encode("utf-16"))
     with pytest.raises(ConfigError, match=r"not UTF-8 text .*UTF-16"):

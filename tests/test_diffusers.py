@@ -27,6 +27,7 @@ from canvascast_cli.engines.images import diffusers_provider as dp
 from canvascast_cli.engines.images import pipeline
 from canvascast_cli.engines.images.base import ImageRequest
 from canvascast_cli.errors import GpuOutOfMemory, InvalidInput, JobFailed
+from tests.helpers import Cli
 
 diffusers = pytest.importorskip(
     "diffusers", reason="diffusers is not installed (pip install 'canvascast[diffusers]')")
@@ -326,7 +327,7 @@ def test_unknown_model_exits_2_without_network(cli, isolated_env: Path, no_netwo
     assert not (isolated_env / "out").exists()
 
 
-def test_a_folder_that_is_not_a_pipeline_exits_2(cli, isolated_env: Path) -> None:  # type: ignore[no-untyped-def]
+def test_a_folder_that_is_not_a_pipeline_exits_2(cli: Cli, isolated_env: Path) -> None:
     (isolated_env / "weights").mkdir()
     (isolated_env / "weights" / "model.safetensors").write_bytes(b"\0" * 16)
     result = cli("images", "a", "--provider", "diffusers", "--model", "weights", "-o", "out")

@@ -22,6 +22,7 @@ from canvascast_cli.cli.context import Services
 from canvascast_cli.engines.images.base import ImageRequest
 from canvascast_cli.engines.images.gemini import GeminiProvider
 from canvascast_cli.errors import ConnectionFailed, InvalidInput, ServerError, Timeout
+from tests.helpers import Cli
 
 KEY = "AIzaTEST-not-a-real-key-0123456789abcdef"
 RATIO_SIZES = {"16:9": (64, 36), "1:1": (48, 48), "9:16": (36, 64)}
@@ -262,7 +263,7 @@ def test_rejections_are_not_retried_and_never_show_the_key(  # type: ignore[no-u
     assert not (isolated_env / "out").exists()
 
 
-def test_unknown_model_exits_2_naming_it(cli, server: FakeGemini, gemini_env) -> None:  # type: ignore[no-untyped-def]
+def test_unknown_model_exits_2_naming_it(cli: Cli, server: FakeGemini, gemini_env: Any) -> None:
     server.reply = lambda body: error_reply(
         404, "NOT_FOUND", "models/gemini-9-paint is not found for API version v1, or is not "
         "supported for generateContent.")

@@ -23,7 +23,7 @@ from canvascast_cli.engines.render.fonts.clusters import clusters, needs_glyph
 from canvascast_cli.engines.render.fonts.messages import missing_problems
 from canvascast_cli.engines.render.fonts.plan import plan_fonts
 from canvascast_cli.timeline import CaptionStyle, Word
-from tests.helpers import decode_frames, small_output, textured_image, write_timeline
+from tests.helpers import Cli, decode_frames, small_output, textured_image, write_timeline
 
 WORDS = ["Café", "日本", "مرحبا", "🚀", "नमस्ते"]
 BOXED = "日本🚀नमस्ते"  # what the test font has (DejaVu Sans has Latin and Arabic)
@@ -150,7 +150,7 @@ def _lit_per_word(video: Path) -> list[int]:
 # Characters no font has: exit 2, nothing written; allowed: rendered, with a warning
 
 
-def test_missing_glyphs_name_words_and_code_points(cli, media: Path, fonts: Path) -> None:  # type: ignore[no-untyped-def]
+def test_missing_glyphs_name_words_and_code_points(cli: Cli, media: Path, fonts: Path) -> None:
     path = _timeline(media, "fonts/latin.ttf")
     before = set(Path.cwd().iterdir())
     result = cli("render", path, "-o", "out.mp4")
@@ -172,7 +172,7 @@ def test_missing_glyphs_name_words_and_code_points(cli, media: Path, fonts: Path
     assert as_json.exit_code == 2 and any("U+1F680" in d for d in details)
 
 
-def test_covering_font_file_draws_every_word(cli, media: Path, fonts: Path) -> None:  # type: ignore[no-untyped-def]
+def test_covering_font_file_draws_every_word(cli: Cli, media: Path, fonts: Path) -> None:
     covered = _timeline(media, ["fonts/latin.ttf", "fonts/glyphs.ttf"])
     result = cli("render", covered, "-o", "covered.mp4", "--crf", "10", "--json")
     assert result.exit_code == 0, result.stdout
@@ -197,7 +197,7 @@ def test_covering_font_file_draws_every_word(cli, media: Path, fonts: Path) -> N
     assert abs(drawn[0] - boxes[0]) <= 0.1 * boxes[0] and boxes[2] > 60
 
 
-def test_allowed_missing_glyphs_are_listed_in_json(cli, media: Path, fonts: Path) -> None:  # type: ignore[no-untyped-def]
+def test_allowed_missing_glyphs_are_listed_in_json(cli: Cli, media: Path, fonts: Path) -> None:
     path = _timeline(media, "fonts/latin.ttf")
     result = cli("render", path, "-o", "allowed.mp4", "--allow-missing-glyphs", "--json")
     assert result.exit_code == 0, result.stdout
@@ -214,7 +214,7 @@ def test_allowed_missing_glyphs_are_listed_in_json(cli, media: Path, fonts: Path
 # Right to left: libass shapes the Arabic, and the highlight follows the words
 
 
-def test_arabic_highlight_moves_right_to_left(cli, media: Path) -> None:  # type: ignore[no-untyped-def]
+def test_arabic_highlight_moves_right_to_left(cli: Cli, media: Path) -> None:
     textured_image(media / "grey.png", color=(90, 90, 90))
     words = ["مرحبا", "بالعالم", "الجميل"]
     path = write_timeline(media, {

@@ -17,9 +17,10 @@ from canvascast_cli.engines.images.base import ImageRequest, ImageResult
 from canvascast_cli.engines.images.placeholder import PlaceholderProvider
 from canvascast_cli.engines.images.style import PRESETS, StyleConfig, load_style, resolve_size
 from canvascast_cli.errors import GpuOutOfMemory, InvalidInput
+from tests.helpers import Cli
 
 
-def test_placeholder_images_and_sidecars(cli, isolated_env: Path) -> None:  # type: ignore[no-untyped-def]
+def test_placeholder_images_and_sidecars(cli: Cli, isolated_env: Path) -> None:
     result = cli("images", "A lighthouse at dawn", "Rain over the city", "--preset", "flat",
                  "--seed", "41", "--size", "640x360", "-o", "out", "--json")
     assert result.exit_code == 0, result.stderr
@@ -86,7 +87,7 @@ def test_oom_splits_the_batch_in_halves() -> None:
         pipeline.generate_batch(one, requests[:1])
 
 
-def test_a_blocked_image_keeps_the_others_and_exits_1(cli, isolated_env: Path) -> None:  # type: ignore[no-untyped-def]
+def test_a_blocked_image_keeps_the_others_and_exits_1(cli: Cli, isolated_env: Path) -> None:
     provider = Scripted(fits=5, blocked={1})
     result = cli("images", "a", "b", "c", "--provider", "placeholder", "-o", "out", "--json",
                  "--batch-size", "2", services=Services(image_provider=lambda *a, **k: provider))
@@ -100,7 +101,7 @@ def test_a_blocked_image_keeps_the_others_and_exits_1(cli, isolated_env: Path) -
     assert doc["cost_usd"] == pytest.approx(0.02)  # blocked images are not billed
 
 
-def test_batch_size_from_modal_toml(cli, isolated_env: Path) -> None:  # type: ignore[no-untyped-def]
+def test_batch_size_from_modal_toml(cli: Cli, isolated_env: Path) -> None:
     (isolated_env / "modal.toml").write_text("[functions.generate_images]\nbatch_size = 3\n")
     provider = Scripted(fits=5, blocked=set())
     services = Services(image_provider=lambda *a, **k: provider)
@@ -128,7 +129,7 @@ def test_bad_input_exits_2_and_writes_nothing(cli, isolated_env: Path, monkeypat
     assert not (isolated_env / "out").exists()
 
 
-def test_existing_files_need_overwrite(cli, isolated_env: Path) -> None:  # type: ignore[no-untyped-def]
+def test_existing_files_need_overwrite(cli: Cli, isolated_env: Path) -> None:
     assert cli("images", "one", "-o", "out", "--size", "64x64").exit_code == 0
     again = cli("images", "one", "-o", "out", "--size", "64x64")
     assert again.exit_code == 2 and "already exist; pass --overwrite" in again.stderr
@@ -155,7 +156,7 @@ def test_style_file_validation_and_preset_override(isolated_env: Path) -> None:
         load_style(isolated_env / "broken.json")
 
 
-def test_prompts_file_and_slugs(cli, isolated_env: Path) -> None:  # type: ignore[no-untyped-def]
+def test_prompts_file_and_slugs(cli: Cli, isolated_env: Path) -> None:
     (isolated_env / "prompts.txt").write_text("# scenes\nÉté à Paris!\n\n../../etc/passwd\n")
     result = cli("images", "--prompts-file", "prompts.txt", "-o", "out", "--size", "64x64",
                  "--json")

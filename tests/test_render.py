@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 
 from tests.helpers import (
+    Cli,
     decode_audio,
     decode_frames,
     probe,
@@ -38,7 +39,7 @@ def _files(folder: Path) -> set[str]:
 # The basics: duration, streams, JSON result
 
 
-def test_render_duration_streams_and_json(cli, media: Path) -> None:  # type: ignore[no-untyped-def]
+def test_render_duration_streams_and_json(cli: Cli, media: Path) -> None:
     path = write_timeline(media, {
         "output": small_output(),
         "scenes": [
@@ -74,7 +75,7 @@ def test_render_duration_streams_and_json(cli, media: Path) -> None:  # type: ig
     assert out.stat().st_mode & 0o777 == 0o666 & ~umask
 
 
-def test_faststart_moov_before_mdat(cli, media: Path) -> None:  # type: ignore[no-untyped-def]
+def test_faststart_moov_before_mdat(cli: Cli, media: Path) -> None:
     path = write_timeline(media, {"output": small_output(),
                                   "scenes": [{"image": "img0.jpg", "duration": 1}]})
     assert cli("render", path, "-o", "fs.mp4").exit_code == 0
@@ -82,7 +83,7 @@ def test_faststart_moov_before_mdat(cli, media: Path) -> None:  # type: ignore[n
     assert 0 <= head.find(b"moov") < head.find(b"mdat")
 
 
-def test_silent_timeline_still_has_audio_track(cli, media: Path) -> None:  # type: ignore[no-untyped-def]
+def test_silent_timeline_still_has_audio_track(cli: Cli, media: Path) -> None:
     path = write_timeline(media, {"output": small_output(),
                                   "scenes": [{"image": "img0.jpg", "duration": 2}]})
     assert cli("render", path, "-o", "s.mp4").exit_code == 0
@@ -118,7 +119,7 @@ def _best_shift(a: np.ndarray, b: np.ndarray, candidates: np.ndarray) -> float:
     return float(candidates[int(np.argmin(errors))])
 
 
-def test_constant_pan_moves_by_a_constant_subpixel_step(cli, media: Path) -> None:  # type: ignore[no-untyped-def]
+def test_constant_pan_moves_by_a_constant_subpixel_step(cli: Cli, media: Path) -> None:
     path = write_timeline(media, {
         "output": small_output(),
         "scenes": [{"image": "img0.jpg", "duration": 4,
@@ -159,7 +160,7 @@ def test_compositor_frames_are_subpixel_exact(media: Path) -> None:
     assert np.abs(_shifts(frames)[:, 0]).max() < 0.05
 
 
-def test_zoom_frames_all_differ(cli, media: Path) -> None:  # type: ignore[no-untyped-def]
+def test_zoom_frames_all_differ(cli: Cli, media: Path) -> None:
     path = write_timeline(media, {"output": small_output(), "scenes": [
         {"image": "img2.jpg", "duration": 2, "motion": {"type": "zoom_out", "amount": 0.3}}]})
     assert cli("render", path, "-o", "z.mp4").exit_code == 0
@@ -171,7 +172,7 @@ def test_zoom_frames_all_differ(cli, media: Path) -> None:  # type: ignore[no-un
     assert not np.allclose(first, last)
 
 
-def test_crossfade_blends(cli, media: Path) -> None:  # type: ignore[no-untyped-def]
+def test_crossfade_blends(cli: Cli, media: Path) -> None:
     textured_image(media / "red.png", color=(220, 20, 20))
     textured_image(media / "blue.png", color=(20, 20, 220))
     path = write_timeline(media, {"output": small_output(), "scenes": [
@@ -203,7 +204,7 @@ def _caption_pixels(frame: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return yellow, white
 
 
-def test_caption_highlights_the_word_being_spoken(cli, media: Path) -> None:  # type: ignore[no-untyped-def]
+def test_caption_highlights_the_word_being_spoken(cli: Cli, media: Path) -> None:
     textured_image(media / "grey.png", color=(90, 90, 90))
     path = write_timeline(media, {
         "output": small_output(),
@@ -237,7 +238,7 @@ def test_caption_highlights_the_word_being_spoken(cli, media: Path) -> None:  # 
     assert lit(35) == (0, 0, 0)
 
 
-def test_caption_text_is_escaped(cli, media: Path) -> None:  # type: ignore[no-untyped-def]
+def test_caption_text_is_escaped(cli: Cli, media: Path) -> None:
     """Override-looking text shows literally: it must not turn the caption red."""
     textured_image(media / "grey.png", color=(90, 90, 90))
     path = write_timeline(media, {
@@ -253,7 +254,7 @@ def test_caption_text_is_escaped(cli, media: Path) -> None:  # type: ignore[no-u
     assert red.sum() == 0 and white.sum() > 100
 
 
-def test_captions_from_transcript_file_with_narration_offset(cli, media: Path) -> None:  # type: ignore[no-untyped-def]
+def test_captions_from_transcript_file_with_narration_offset(cli: Cli, media: Path) -> None:
     textured_image(media / "grey.png", color=(90, 90, 90))
     (media / "words.json").write_text(
         '{"segments": [], "words": [{"word": "MMMM", "start": 0.2, "end": 0.8}]}')
@@ -283,7 +284,7 @@ def _onsets(samples: np.ndarray, rate: int = 48000, threshold: float = 0.2) -> l
     return onsets
 
 
-def test_audio_stays_in_sync_with_cuts(cli, media: Path) -> None:  # type: ignore[no-untyped-def]
+def test_audio_stays_in_sync_with_cuts(cli: Cli, media: Path) -> None:
     textured_image(media / "black.png", color=(0, 0, 0))
     textured_image(media / "white.png", color=(255, 255, 255))
     tone_wav(media / "clicks.wav", 4.0, clicks=(1.0, 2.6))
@@ -305,7 +306,7 @@ def test_audio_stays_in_sync_with_cuts(cli, media: Path) -> None:  # type: ignor
         assert abs(cut - onset) < 1 / 25, (cuts, onsets)  # within one frame
 
 
-def test_music_ducks_under_narration(cli, media: Path) -> None:  # type: ignore[no-untyped-def]
+def test_music_ducks_under_narration(cli: Cli, media: Path) -> None:
     rate = 16000
     import wave
 
@@ -344,7 +345,7 @@ def test_music_ducks_under_narration(cli, media: Path) -> None:  # type: ignore[
 # Frame ranges (the pieces of a split render)
 
 
-def test_frame_ranges_join_to_the_whole(cli, media: Path) -> None:  # type: ignore[no-untyped-def]
+def test_frame_ranges_join_to_the_whole(cli: Cli, media: Path) -> None:
     path = write_timeline(media, {
         "output": small_output(),
         "scenes": [{"image": "img0.jpg", "duration": 2, "motion": "zoom_in",
@@ -394,7 +395,7 @@ def http_server(media: Path) -> Iterator[str]:
     server.shutdown()
 
 
-def test_image_from_url(cli, media: Path, http_server: str) -> None:  # type: ignore[no-untyped-def]
+def test_image_from_url(cli: Cli, media: Path, http_server: str) -> None:
     path = write_timeline(media, {"output": small_output(), "scenes": [
         {"image": f"{http_server}/img0.jpg", "duration": 1}]})
     result = cli("render", path, "-o", "u.mp4")
@@ -422,13 +423,13 @@ def _bad(cli, media: Path, data: dict, *expected: str) -> None:  # type: ignore[
     assert _files(Path.cwd()) == before  # nothing written, no temporary left
 
 
-def test_missing_image_names_scene_and_path(cli, media: Path) -> None:  # type: ignore[no-untyped-def]
+def test_missing_image_names_scene_and_path(cli: Cli, media: Path) -> None:
     _bad(cli, media, {"output": small_output(), "scenes": [
         {"image": "img0.jpg", "duration": 1}, {"image": "gone.png", "duration": 1}]},
         f"scenes[1].image: file not found: {media / 'gone.png'}")
 
 
-def test_corrupt_and_truncated_images(cli, media: Path) -> None:  # type: ignore[no-untyped-def]
+def test_corrupt_and_truncated_images(cli: Cli, media: Path) -> None:
     (media / "text.jpg").write_text("this is not an image")
     data = (media / "img0.jpg").read_bytes()
     (media / "cut.jpg").write_bytes(data[: len(data) // 2])
@@ -438,7 +439,7 @@ def test_corrupt_and_truncated_images(cli, media: Path) -> None:  # type: ignore
         "scenes[1].image:", "is corrupt or truncated")
 
 
-def test_missing_and_non_audio_narration(cli, media: Path) -> None:  # type: ignore[no-untyped-def]
+def test_missing_and_non_audio_narration(cli: Cli, media: Path) -> None:
     _bad(cli, media, {"output": small_output(), "scenes": [{"image": "img0.jpg", "duration": 1}],
                       "narration": "nope.wav"},
          f"narration.path: file not found: {media / 'nope.wav'}")
@@ -447,14 +448,14 @@ def test_missing_and_non_audio_narration(cli, media: Path) -> None:  # type: ign
          "music.path:", "has no audio stream")
 
 
-def test_words_outside_the_video(cli, media: Path) -> None:  # type: ignore[no-untyped-def]
+def test_words_outside_the_video(cli: Cli, media: Path) -> None:
     _bad(cli, media, {"output": small_output(), "scenes": [{"image": "img0.jpg", "duration": 2}],
                       "captions": {"words": [{"word": "fine", "start": 0.1, "end": 0.5},
                                              {"word": "late", "start": 1.8, "end": 2.6}]}},
          "captions.words[1] ('late'): 1.800-2.600 s is outside the video (0-2.000 s)")
 
 
-def test_missing_transcript_and_font(cli, media: Path) -> None:  # type: ignore[no-untyped-def]
+def test_missing_transcript_and_font(cli: Cli, media: Path) -> None:
     _bad(cli, media, {"output": small_output(), "scenes": [{"image": "img0.jpg", "duration": 2}],
                       "captions": {"transcript": "nope.json"}},
          "captions.transcript: transcript file not found")
@@ -464,7 +465,7 @@ def test_missing_transcript_and_font(cli, media: Path) -> None:  # type: ignore[
          "captions.style.font: font file not found")
 
 
-def test_existing_output_is_kept_unless_overwrite(cli, media: Path) -> None:  # type: ignore[no-untyped-def]
+def test_existing_output_is_kept_unless_overwrite(cli: Cli, media: Path) -> None:
     path = write_timeline(media, {"output": small_output(),
                                   "scenes": [{"image": "img0.jpg", "duration": 1}]})
     Path("keep.mp4").write_bytes(b"precious")
@@ -475,7 +476,7 @@ def test_existing_output_is_kept_unless_overwrite(cli, media: Path) -> None:  # 
     assert probe(Path("keep.mp4")).video_frames == 10
 
 
-def test_output_folder_missing(cli, media: Path) -> None:  # type: ignore[no-untyped-def]
+def test_output_folder_missing(cli: Cli, media: Path) -> None:
     path = write_timeline(media, {"output": small_output(),
                                   "scenes": [{"image": "img0.jpg", "duration": 1}]})
     result = cli("render", path, "-o", "no/such/dir/out.mp4")
@@ -483,7 +484,7 @@ def test_output_folder_missing(cli, media: Path) -> None:  # type: ignore[no-unt
     assert "does not exist" in result.stderr
 
 
-def test_ffmpeg_failure_exits_1_with_its_last_lines(cli, media: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_ffmpeg_failure_exits_1_with_its_last_lines(cli: Cli, media: Path, tmp_path: Path) -> None:
     fake = tmp_path / "ffmpeg"
     fake.write_text("#!/bin/sh\ncat > /dev/null\necho 'line one' >&2\n"
                     "echo 'Error: x264 exploded' >&2\nexit 1\n")
@@ -499,7 +500,7 @@ def test_ffmpeg_failure_exits_1_with_its_last_lines(cli, media: Path, tmp_path: 
     assert _files(Path.cwd()) == before
 
 
-def test_ffmpeg_path_that_is_not_executable(cli, media: Path) -> None:  # type: ignore[no-untyped-def]
+def test_ffmpeg_path_that_is_not_executable(cli: Cli, media: Path) -> None:
     path = write_timeline(media, {"output": small_output(),
                                   "scenes": [{"image": "img0.jpg", "duration": 1}]})
     result = cli("render", path, "-o", "f.mp4", "--ffmpeg", "/nonexistent/ffmpeg")
@@ -546,7 +547,7 @@ def test_interrupt_leaves_nothing(media: Path, isolated_env: Path, tmp_path: Pat
 # Output conventions
 
 
-def test_plain_mode_prints_path_on_stdout_and_notes_on_stderr(cli, media: Path) -> None:  # type: ignore[no-untyped-def]
+def test_plain_mode_prints_path_on_stdout_and_notes_on_stderr(cli: Cli, media: Path) -> None:
     path = write_timeline(media, {"output": small_output(),
                                   "scenes": [{"image": "img0.jpg", "duration": 1}]})
     result = cli("render", path, "-o", "p.mp4")
@@ -590,7 +591,7 @@ def test_zero_copy_pipe_delivers_the_same_frames(media: Path, monkeypatch) -> No
     assert digests[0] == digests[1]
 
 
-def test_caption_font_from_a_file(cli, media: Path) -> None:  # type: ignore[no-untyped-def]
+def test_caption_font_from_a_file(cli: Cli, media: Path) -> None:
     import shutil
 
     from canvascast_cli.engines.render.engine import BUNDLED_FONT_DIR

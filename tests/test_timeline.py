@@ -10,6 +10,7 @@ import pytest
 
 from canvascast_cli.errors import InvalidInput
 from canvascast_cli.timeline import Timeline, parse_timeline, timeline_schema
+from tests.helpers import Cli
 
 
 def tl(**kw: Any) -> dict[str, Any]:
@@ -189,7 +190,7 @@ def test_bom_deep_nesting_and_folders(tmp_path: Path) -> None:
         load_timeline_file(tmp_path)
 
 
-def test_cli_reports_bad_timeline_as_json(cli, isolated_env: Path) -> None:  # type: ignore[no-untyped-def]
+def test_cli_reports_bad_timeline_as_json(cli: Cli, isolated_env: Path) -> None:
     path = isolated_env / "t.json"
     path.write_text(json.dumps(tl(scenes=[])))
     result = cli("render", path, "-o", "out.mp4", "--json")
@@ -200,7 +201,7 @@ def test_cli_reports_bad_timeline_as_json(cli, isolated_env: Path) -> None:  # t
     assert not (isolated_env / "out.mp4").exists()
 
 
-def test_cli_bad_json_and_missing_file(cli, isolated_env: Path) -> None:  # type: ignore[no-untyped-def]
+def test_cli_bad_json_and_missing_file(cli: Cli, isolated_env: Path) -> None:
     (isolated_env / "t.json").write_text("{ nope")
     result = cli("render", "t.json")
     assert result.exit_code == 2 and "not valid JSON (line 1, column 3" in result.stderr
@@ -208,7 +209,7 @@ def test_cli_bad_json_and_missing_file(cli, isolated_env: Path) -> None:  # type
     assert missing.exit_code == 2 and "timeline file not found" in missing.stderr
 
 
-def test_cli_schema(cli) -> None:  # type: ignore[no-untyped-def]
+def test_cli_schema(cli: Cli) -> None:
     result = cli("render", "--schema")
     assert result.exit_code == 0
     assert json.loads(result.stdout)["title"] == "Timeline"
@@ -269,7 +270,7 @@ CROSS_FIELD = {
 
 
 @pytest.mark.parametrize("name", [*SCHEMA_CASES, *CROSS_FIELD])
-def test_schema_and_cli_agree(name: str, cli, isolated_env: Path) -> None:  # type: ignore[no-untyped-def]
+def test_schema_and_cli_agree(name: str, cli: Cli, isolated_env: Path) -> None:
     import jsonschema
 
     data, valid = SCHEMA_CASES.get(name, (CROSS_FIELD.get(name), False))

