@@ -27,17 +27,11 @@ from canvascast_cli.protocol import (
     MissingRequest,
     check_sha256,
 )
-from canvascast_cli.server.replies import refusals
+from canvascast_cli.server.replies import refusals, reply
 
 router = APIRouter(prefix=f"/{API}/blobs", tags=["blobs"])
 Sha256 = Annotated[str, Path(pattern=f"^{SHA256_PATTERN}$",
                               description="The bytes' sha256, 64 lower-case hex digits.")]
-
-
-def _reply(*args: Any, **kwargs: Any) -> JSONResponse:
-    from canvascast_cli.server.app import reply
-
-    return reply(*args, **kwargs)
 
 
 @router.post("/missing", response_model=Envelope[MissingReply],
@@ -52,7 +46,7 @@ async def missing(body: MissingRequest, request: Request) -> JSONResponse:
         store.touch(set(body.sha256) - set(absent))
         return list(absent)
 
-    return _reply(MissingReply(missing=await run_in_threadpool(lacking)))
+    return reply(MissingReply(missing=await run_in_threadpool(lacking)))
 
 
 @router.put("/{sha}", response_model=Envelope[BlobStored],
@@ -81,7 +75,7 @@ async def put_blob(sha: Sha256, request: Request) -> JSONResponse:
                 received += len(chunk)
                 if received > limits.max_blob_bytes:
                     raise PayloadTooLarge(f"blob over {limits.max_blob_bytes:,} bytes")
-            return _reply(BlobStored(sha256=sha, size=store.size(sha), stored=False))
+            return reply(BlobStored(sha256=sha, size=store.size(sha), stored=False))
         with store.writer(expected=sha, limit=limits.max_blob_bytes) as out:
             async for chunk in request.stream():
                 if out.size + len(chunk) > reserved:  # a body longer than announced
@@ -94,7 +88,7 @@ async def put_blob(sha: Sha256, request: Request) -> JSONResponse:
     janitor = state.janitor
     if janitor is not None:
         await run_in_threadpool(janitor.maybe_prune)
-    return _reply(BlobStored(sha256=stored, size=written, stored=True))
+    return reply(BlobStored(sha256=stored, size=written, stored=True))
 
 
 @router.get("/{sha}", response_class=StreamingResponse, responses={200: {"content": {

@@ -14,7 +14,7 @@ key reused for another request is 422.
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 import anyio
 import anyio.to_thread
@@ -36,7 +36,7 @@ from canvascast_cli.protocol import (
     function,
 )
 from canvascast_cli.server.idempotency import check_key, fingerprint
-from canvascast_cli.server.replies import refusals
+from canvascast_cli.server.replies import refusals, reply
 from canvascast_cli.server.work import check_inputs
 
 MAX_WAIT = 25.0  # seconds a status request may wait: far under Modal's 150 s cut
@@ -49,12 +49,6 @@ JobId = Annotated[str, PathParam(pattern=f"^(?:{JOB_ID_PATTERN})$",
 IdempotencyKey = Annotated[str | None, Header(
     alias="Idempotency-Key", description="Send the same key with every retry of one "
     "submission: it never starts a second job.")]
-
-
-def _reply(*args: Any, **kwargs: Any) -> JSONResponse:
-    from canvascast_cli.server.app import reply
-
-    return reply(*args, **kwargs)
 
 
 async def _submit(name: str, payload: Payload, request: Request, key: str | None
@@ -71,7 +65,7 @@ async def _submit(name: str, payload: Payload, request: Request, key: str | None
                                          fingerprint(name, body), create)
     else:
         job_id = await run_in_threadpool(create)
-    return _reply(Submitted(id=job_id, function=name), status=202)
+    return reply(Submitted(id=job_id, function=name), status=202)
 
 
 @router.post("/render_video", status_code=202, response_model=Envelope[Submitted],
@@ -117,7 +111,7 @@ async def job_status(job_id: JobId, request: Request,
         # route shares, or clients waiting on their jobs stall everyone's uploads.
         status = await anyio.to_thread.run_sync(state.runner.status, job_id, wait,
                                                 limiter=state.waiters)
-    return _reply(_with_urls(status))
+    return reply(_with_urls(status))
 
 
 @router.delete("/{job_id}", response_model=Envelope[JobStatus],
@@ -125,7 +119,7 @@ async def job_status(job_id: JobId, request: Request,
 async def cancel_job(job_id: JobId, request: Request) -> JSONResponse:
     """Cancel the job (a running one is stopped); its status."""
     runner = request.app.state.runner
-    return _reply(_with_urls(await run_in_threadpool(runner.cancel, job_id)))
+    return reply(_with_urls(await run_in_threadpool(runner.cancel, job_id)))
 
 
 def _with_urls(status: JobStatus) -> JobStatus:

@@ -25,7 +25,7 @@ start-up.
 from __future__ import annotations
 
 import hmac
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import anyio
@@ -43,30 +43,15 @@ from canvascast_cli.errors import (
     PayloadTooLarge,
     ServerError,
 )
-from canvascast_cli.protocol import API, API_VERSION, FUNCTIONS, Envelope, Health, envelope
+from canvascast_cli.protocol import API, API_VERSION, FUNCTIONS, Envelope, Health
 from canvascast_cli.server import api_blobs, api_jobs
 from canvascast_cli.server.blobs import BlobStore
 from canvascast_cli.server.idempotency import IdempotencyKeys, MemoryKeys
 from canvascast_cli.server.limits import BodyLimit, Janitor, Limits, SpoolBudget
-from canvascast_cli.server.replies import refusals
+from canvascast_cli.server.replies import refusals, reply
 from canvascast_cli.server.runner import Runner
 
 OPEN_PATHS = frozenset({f"/{API}/health"})  # everything else needs the token
-
-
-def reply(data: Any = None, error: CanvasCastError | None = None,
-          status: int | None = None, headers: Mapping[str, str] | None = None
-          ) -> JSONResponse:
-    """A response: the envelope, with the status the wire format gives the error."""
-    from canvascast_cli.protocol import http_status
-
-    if status is None:
-        status = 200 if error is None else http_status(error)
-    headers = dict(headers or {})
-    hint = getattr(error, "retry_after", None)
-    if hint is not None:
-        headers["Retry-After"] = str(max(1, round(hint)))
-    return JSONResponse(envelope(data, error), status_code=status, headers=headers)
 
 
 def create_app(store: BlobStore, runner: Runner, token: str, *, limits: Limits = Limits(),

@@ -1,12 +1,30 @@
-"""How the job API's refusals are documented: each status a route may answer with an
-error, as the envelope it really sends (never FastAPI's own 422 validation body, which
-this API does not send: a bad request is 400 with every problem listed)."""
+"""The job API's replies: every response is the envelope (``reply``), with the status the
+wire format gives an error; and how its refusals are documented — each status a route may
+answer with an error, as the envelope it really sends (never FastAPI's own 422 validation
+body, which this API does not send: a bad request is 400 with every problem listed)."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
-from canvascast_cli.protocol import Envelope
+from fastapi.responses import JSONResponse
+
+from canvascast_cli.errors import CanvasCastError
+from canvascast_cli.protocol import Envelope, envelope, http_status
+
+
+def reply(data: Any = None, error: CanvasCastError | None = None,
+          status: int | None = None, headers: Mapping[str, str] | None = None
+          ) -> JSONResponse:
+    """A response: the envelope, with the status the wire format gives the error."""
+    if status is None:
+        status = 200 if error is None else http_status(error)
+    headers = dict(headers or {})
+    hint = getattr(error, "retry_after", None)
+    if hint is not None:
+        headers["Retry-After"] = str(max(1, round(hint)))
+    return JSONResponse(envelope(data, error), status_code=status, headers=headers)
 
 
 class ErrorEnvelope(Envelope[None]):
