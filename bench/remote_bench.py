@@ -86,7 +86,7 @@ def small_job_overheads(url: str, folder: Path, count: int) -> list[float]:
     from canvascast_cli.dispatch.backend import Choice
     from canvascast_cli.dispatch.dispatcher import Dispatcher
     from canvascast_cli.dispatch.http import HttpBackend
-    from canvascast_cli.dispatch.jobs import render_remote
+    from canvascast_cli.dispatch.remote_jobs import render_remote
     from canvascast_cli.dispatch.state import StateDB
     from canvascast_cli.engines.render.engine import RenderOptions
     from canvascast_cli.engines.render.job import RenderJob
@@ -97,8 +97,10 @@ def small_job_overheads(url: str, folder: Path, count: int) -> list[float]:
                                "scenes": [{"image": "still.jpg", "duration": 1,
                                            "motion": "zoom_in"}]})
     settings = load_config(search=False, env={}).settings
-    dispatcher = Dispatcher(settings=settings, choice=Choice("http", "bench"),
-                            make_backend=lambda _name, _n: HttpBackend(url, TOKEN),
+    dispatcher = Dispatcher(settings=settings,
+                            choice=Choice("http", "bench", endpoint=url, token=TOKEN),
+                            make_backend=lambda _choice, retry: HttpBackend(url, TOKEN,
+                                                                            retry=retry),
                             remote_only=True, state=StateDB(folder / "state.sqlite3"))
     overheads = []
     for i in range(count + 1):
