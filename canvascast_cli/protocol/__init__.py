@@ -397,11 +397,11 @@ def payload_refs(payload: Payload) -> dict[str, str]:
     return {}
 
 
-FONT_SUFFIXES = (".ttf", ".otf", ".ttc", ".otc", ".woff", ".woff2")
-
-
 def timeline_refs(timeline: Mapping[str, Any]) -> dict[str, str]:
-    """field -> reference, for every file a timeline (as JSON) names."""
+    """field -> reference, for every file a timeline (as JSON) names (a caption font is a
+    file when it has a font file's suffix, the render engine's rule; else a family)."""
+    from canvascast_cli.engines.render.fonts.faces import FONT_SUFFIXES
+
     refs: dict[str, str] = {}
     for i, scene in enumerate(timeline.get("scenes") or []):
         if isinstance(scene, dict) and isinstance(scene.get("image"), str):
