@@ -134,3 +134,16 @@ def test_the_reference_page_is_what_the_module_says() -> None:
     generated = page[page.index(BEGIN): page.index(END) + len(END)]
     assert generated == tables(), ("docs/wire-format.md is out of date: "
                                    "python -m canvascast_cli.protocol.reference")
+
+
+def test_the_payloads_choices_are_the_engines() -> None:
+    """The payload models spell their choices as Literals (for the schema); each must be
+    exactly what the engine accepts."""
+    from canvascast_cli.engines.images.providers import PROVIDERS
+    from canvascast_cli.engines.render.presets import X264_PRESETS
+    from canvascast_cli.engines.transcribe.models import ENGINES
+    from canvascast_cli.protocol import ImageProvider, TranscribeEngine, X264Preset
+
+    assert typing.get_args(X264Preset) == X264_PRESETS
+    assert typing.get_args(TranscribeEngine) == ENGINES
+    assert typing.get_args(ImageProvider) == PROVIDERS
