@@ -21,14 +21,10 @@ from canvascast_cli.dispatch.dispatcher import RemoteJob, require_local_files
 from canvascast_cli.errors import InvalidInput, JobFailed
 from canvascast_cli.protocol import (
     Artifact,
-    ImageRequest,
-    ImagesPayload,
     JobStatus,
-    RenderOptions,
-    RenderPayload,
-    TranscribePayload,
     blob_ref,
     is_url,
+    parse_payload,
     rewrite_refs,
     sha256_file,
     timeline_refs,
@@ -73,12 +69,11 @@ def render_remote(job: Any, stages: Any = None) -> tuple[RemoteJob, Fetch]:
         uploads[sha] = path
         names[mapping[ref]] = str(path)
     options = job.options
-    payload = RenderPayload.model_validate({
+    payload = parse_payload("render_video", {
         "timeline": rewrite_refs(timeline, mapping),
-        "options": RenderOptions(preset=options.preset, crf=options.crf,
-                                 frame_range=list(options.frame_range)
-                                 if options.frame_range else None,
-                                 allow_missing_glyphs=job.allow_missing_glyphs)})
+        "options": {"preset": options.preset, "crf": options.crf,
+                    "frame_range": list(options.frame_range) if options.frame_range else None,
+                    "allow_missing_glyphs": job.allow_missing_glyphs}})
     remote = RemoteJob("render_video", payload, uploads, units=float(job.frames),
                        unit="frames", local_names=names)
 
@@ -113,11 +108,12 @@ def transcribe_remote(job: Any) -> tuple[RemoteJob, Fetch]:
                            "this machine works with --local")
     sha, _size = sha256_file(job.audio)
     ref = blob_ref(sha, job.audio.suffix)
-    payload = TranscribePayload(
-        audio=ref, engine=job.engine, model=job.model, language=job.language,
-        beam_size=job.beam_size, script=list(job.script) if job.script is not None else None,
-        offset=job.offset, compute_type=job.compute_type,
-        allow_script_mismatch=job.allow_script_mismatch, refine=job.refine)
+    payload = parse_payload("transcribe_audio", {
+        "audio": ref, "engine": job.engine, "model": job.model, "language": job.language,
+        "beam_size": job.beam_size,
+        "script": list(job.script) if job.script is not None else None,
+        "offset": job.offset, "compute_type": job.compute_type,
+        "allow_script_mismatch": job.allow_script_mismatch, "refine": job.refine})
     remote = RemoteJob("transcribe_audio", payload, {sha: job.audio},
                        units=_audio_seconds(job.audio), unit="seconds",
                        local_names={ref: str(job.audio)})
@@ -156,9 +152,9 @@ def images_remote(requests: list[Any], provider: str, model: str,
 
     from canvascast_cli.engines.images.base import ImageResult
 
-    payload = ImagesPayload.model_validate({
+    payload = parse_payload("generate_images", {
         "provider": provider, "model": model, "palette": palette,
-        "requests": [ImageRequest(**asdict(r)) for r in requests]})
+        "requests": [asdict(r) for r in requests]})
     remote = RemoteJob("generate_images", payload, {}, units=float(len(requests)),
                        unit="images")
 
