@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import errno
 import signal
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar
 
 # Exit codes, documented in `canvascast --help` and docs/exit-codes.md.
@@ -83,6 +83,18 @@ class CanvasCastError(Exception):
         if not self.details:
             return self.message
         return self.message + "".join(f"\n  - {d}" for d in self.details)
+
+    def rewritten(self, fix: Callable[[str], str]) -> CanvasCastError:
+        """The same error (class, code, extra fields) with ``fix`` applied to its message
+        and each detail — how a path is turned into a name on the way between a worker
+        and a user; ``self`` when nothing changes."""
+        body = self.to_dict()
+        message = fix(self.message)
+        details = [fix(d) for d in self.details]
+        if message == self.message and details == self.details:
+            return self
+        body.update(message=message, details=details)
+        return from_dict(body)
 
     def to_dict(self) -> dict[str, Any]:
         """The ``{"error": ...}`` body printed by ``--json`` and sent by the job API."""

@@ -62,14 +62,14 @@ from canvascast_cli.errors import (
     from_dict,
     is_retryable,
 )
-from canvascast_cli.protocol import FINISHED, JobStatus, Payload
+from canvascast_cli.protocol import BLOB_REF_PATTERN, FINISHED, JobStatus, Payload
 from canvascast_cli.records import Seconds, Usd
 from canvascast_cli.retry import RetryPolicy
 
 T = TypeVar("T")
 POLL_WAIT = 20.0  # seconds one long-poll may wait on the server
 QUEUE_SLACK = 600.0  # seconds a job may wait for a container on top of its own timeout
-_BLOB_REF = re.compile(r"blob:[0-9a-f]{64}(?:\.[A-Za-z0-9]{1,8})?")
+_BLOB_REF = re.compile(BLOB_REF_PATTERN)
 
 
 class Stages(Protocol):
@@ -398,16 +398,10 @@ class Dispatcher:
     def _localised(error: CanvasCastError, job: RemoteJob) -> CanvasCastError:
         """``error`` with each blob reference it names shown as the user's own file."""
         names = job.local_names
-        body = error.to_dict()
-        if not names or not _BLOB_REF.search(str(body)):
+        if not names:
             return error
-
-        def local(text: str) -> str:
-            return _BLOB_REF.sub(lambda m: names.get(m.group(), m.group()), text)
-
-        body["message"] = local(str(body["message"]))
-        body["details"] = [local(str(d)) for d in body.get("details") or ()]
-        return from_dict(body)
+        return error.rewritten(
+            lambda text: _BLOB_REF.sub(lambda m: names.get(m.group(), m.group()), text))
 
     def _quietly(self, action: Callable[..., Any], *args: Any) -> None:
         """Bookkeeping that must not change how a job ends: a breaker or ledger write

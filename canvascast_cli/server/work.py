@@ -30,7 +30,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from canvascast_cli.engines.cache import ModelCache, load
-from canvascast_cli.errors import CanvasCastError, InvalidInput, JobFailed, from_dict
+from canvascast_cli.errors import CanvasCastError, InvalidInput, JobFailed
 from canvascast_cli.protocol import (
     Artifact,
     ImageEntry,
@@ -157,12 +157,7 @@ def without_paths(error: CanvasCastError, work: Path) -> CanvasCastError:
             text = text.replace(str(entry), "blob:" + entry.name if blob else entry.name)
         return text.replace(folder + os.sep, "").replace(folder, "the job's folder")
 
-    body = error.to_dict()
-    if folder not in str(body):
-        return error
-    body["message"] = clean(str(body["message"]))
-    body["details"] = [clean(str(d)) for d in body.get("details") or ()]
-    return from_dict(body)
+    return error.rewritten(clean)
 
 
 @contextmanager
