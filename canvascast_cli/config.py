@@ -93,6 +93,9 @@ class FunctionConfig(_Strict):
     max_containers: int = Field(10, ge=1, le=1000, description="Upper bound on containers.")
     scaledown_window: int = Field(60, ge=2, le=1200,
                                   description="Idle seconds before a container scales down.")
+    buffer_containers: int | None = Field(
+        None, ge=0, le=100, description="Idle containers kept ready beyond current demand "
+        "(Modal's default: none).")
     batch_size: int | None = Field(None, ge=1, le=64, description="Items per invocation.")
 
     @field_validator("gpu")
@@ -189,6 +192,37 @@ class WarmWindow(_Strict):
 class WarmConfig(_Strict):
     timezone: str = Field("UTC", description="IANA time zone the windows are read in.")
     windows: list[WarmWindow] = []
+    check_every: Literal[5, 10, 15, 20, 30, 60] = Field(
+        15, description="Minutes between the warm-pool reconciler's runs between window "
+        "edges (it also runs at every edge).")
+
+    @field_validator("timezone")
+    @classmethod
+    def _iana_zone(cls, value: str) -> str:
+        import zoneinfo
+
+        try:
+            zoneinfo.ZoneInfo(value)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {value!r}; use an IANA name such as "
+                             "'UTC', 'Europe/Berlin' or 'America/New_York'") from None
+        return value
+
+
+class BudgetConfig(_Strict):
+    """Spend the status report compares the ledger's cost with (unset: none)."""
+
+    daily_usd: float | None = Field(None, gt=0, description="USD per day (last 24 h).")
+    monthly_usd: float | None = Field(None, gt=0, description="USD per month (last 30 days).")
+
+
+class StatusConfig(_Strict):
+    """When the status check calls an error rate CRITICAL."""
+
+    error_rate: float = Field(0.25, gt=0, le=1, description="Share of failed attempts "
+                              "over the window, per function and backend.")
+    min_invocations: int = Field(5, ge=1, le=100_000, description="Attempts needed before "
+                                 "an error rate counts.")
 
 
 class PricingConfig(_Strict):
@@ -211,6 +245,8 @@ class Settings(_Strict):
     warm: WarmConfig = WarmConfig()
     pricing: PricingConfig = PricingConfig()
     retention: RetentionConfig = RetentionConfig()
+    budget: BudgetConfig = BudgetConfig()
+    status: StatusConfig = StatusConfig()
 
     @model_validator(mode="after")
     def _windows_fit(self) -> Settings:

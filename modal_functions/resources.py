@@ -37,6 +37,8 @@ def function_options(settings: Settings, name: FunctionName) -> dict[str, Any]:
         options["cpu"] = fn.cpu
     if fn.memory is not None:
         options["memory"] = fn.memory
+    if fn.buffer_containers is not None:
+        options["buffer_containers"] = fn.buffer_containers
     if fn.startup_timeout is not None:
         options["startup_timeout"] = fn.startup_timeout
     return options

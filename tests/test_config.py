@@ -92,7 +92,8 @@ def test_unknown_environment_key_is_an_error() -> None:
         load_config(search=False, env={"CANVASCAST_FUNCTIONS__RENDER_VIDEO__TIMEOTU": "5"})
     assert "CANVASCAST_FUNCTIONS__RENDER_VIDEO__TIMEOTU (environment): no config key" in str(
         info.value)
-    assert "allowed in functions.render_video: attempts, batch_size, cpu, gpu" in str(info.value)
+    assert "allowed in functions.render_video: attempts, batch_size, buffer_containers, cpu" in str(
+        info.value)
 
 
 def test_invalid_toml_and_missing_file(tmp_path: Path) -> None:
