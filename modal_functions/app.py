@@ -49,7 +49,14 @@ import modal
 from canvascast_cli import env
 from canvascast_cli.engines.cache import ModelCache
 from canvascast_cli.errors import CanvasCastError, JobFailed, ServerError
-from canvascast_cli.protocol import JobStatus, Payload, function, parse_ref, payload_refs
+from canvascast_cli.protocol import (
+    JobStatus,
+    Payload,
+    function,
+    is_ping,
+    parse_ref,
+    payload_refs,
+)
 from canvascast_cli.protocol.modal_calls import (
     cancel_key,
     check_call_id,
@@ -150,8 +157,12 @@ def run_job(function_name: str, payload: dict[str, Any], *, volume: Any, progres
             call_id: str | None, root: str | Path = VOLUME_PATH,
             models: ModelCache | None = None) -> dict[str, Any]:
     """One job in this container: see the new blobs, run it, return its result (or a
-    failure result for a failure Modal must not retry)."""
-    from canvascast_cli.server.work import execute
+    failure result for a failure Modal must not retry). ``PING_PAYLOAD`` (``canvascast
+    warm ping``) is answered without work."""
+    from canvascast_cli.server.work import execute, ping
+
+    if is_ping(payload):
+        return ping().model_dump(mode="json")
 
     volume.reload()  # blobs uploaded since this container mounted the Volume
     report = ProgressWriter(progress, call_id, function_name)

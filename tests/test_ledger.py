@@ -423,9 +423,12 @@ def test_old_state_file_is_migrated(tmp_path: Path) -> None:
     assert ledger.seconds_per_unit("render_video") == pytest.approx(0.1)  # the old row: out
     conn = sqlite3.connect(path)
     try:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
         names = {row[1] for row in conn.execute("PRAGMA index_list(invocations)")}
         assert "invocations_cold_starts" in names
+        tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master "
+                                                 "WHERE type = 'table'")}
+        assert {"warm_overrides", "events"} <= tables
     finally:
         conn.close()
 

@@ -1,7 +1,8 @@
 """canvascast's persistent state: one SQLite file shared by every CLI process.
 
 The file (``paths.state_dir() / "state.sqlite3"``, the folder created private) holds the
-circuit-breaker state per key and the invocation ledger. Many CLI processes use it at once
+circuit-breaker state per key, the invocation ledger, the warm-pool overrides operators
+set and a log of operators' actions (``ops.overrides``). Many CLI processes use it at once
 (a CI matrix, a shell loop with ``&``), so:
 
 - the journal is WAL, so readers never block the single writer and vice versa;
@@ -102,6 +103,34 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
         # The ledger's "typical cold start" reads only these rows: a few among many.
         "CREATE INDEX IF NOT EXISTS invocations_cold_starts "
         "ON invocations (function, backend, started) WHERE startup_seconds IS NOT NULL",
+    ),
+    (  # 3: the operators' half: warm-pool overrides (re-applied after every deploy,
+        # which wipes them on Modal) and a log of what operators did (breaker resets,
+        # overrides, deploys)
+        """
+        CREATE TABLE IF NOT EXISTS warm_overrides (
+            app               TEXT NOT NULL,
+            function          TEXT NOT NULL,
+            min_containers    INTEGER,
+            max_containers    INTEGER,
+            buffer_containers INTEGER,
+            scaledown_window  INTEGER,
+            set_at            REAL NOT NULL,
+            set_by            TEXT,
+            PRIMARY KEY (app, function)
+        )
+        """,
+        """
+        CREATE TABLE IF NOT EXISTS events (
+            id      INTEGER PRIMARY KEY,
+            at      REAL NOT NULL,
+            kind    TEXT NOT NULL,
+            subject TEXT,
+            detail  TEXT,
+            actor   TEXT
+        )
+        """,
+        "CREATE INDEX IF NOT EXISTS events_by_at ON events (at)",
     ),
 )
 SCHEMA_VERSION = len(_MIGRATIONS)

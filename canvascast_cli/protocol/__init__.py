@@ -255,6 +255,25 @@ class JobResult(WireModel):
         return next((a for a in self.artifacts if a.name == name), None)
 
 
+# ``canvascast warm ping``: the one payload every job function answers without work, so a
+# container's start (and whether there was one) can be measured on its own.
+PING_PAYLOAD: Mapping[str, Any] = {"ping": True}
+
+
+def is_ping(payload: Any) -> bool:
+    return isinstance(payload, Mapping) and dict(payload) == dict(PING_PAYLOAD)
+
+
+class PingReply(WireModel):
+    """A job function's answer to ``PING_PAYLOAD``: the container it ran in, and whether
+    this was its first input (then ``startup_seconds``: what starting it took)."""
+
+    pong: Literal[True] = True
+    container_id: str | None = None
+    cold_start: bool | None = None
+    startup_seconds: Seconds | None = None
+
+
 class ErrorBody(WireModel):
     """An error as it crosses the wire (``CanvasCastError.to_dict``); ``errors.from_dict``
     turns it back into its class."""

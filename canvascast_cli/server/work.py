@@ -37,6 +37,7 @@ from canvascast_cli.protocol import (
     ImagesPayload,
     JobResult,
     Payload,
+    PingReply,
     RenderPayload,
     TranscribePayload,
     is_url,
@@ -124,6 +125,15 @@ def execute(function: str, payload: Payload | Mapping[str, Any], store: BlobStor
     return result.model_copy(update={
         "billed_seconds": time.perf_counter() - began, "startup_seconds": startup,
         "container_id": container_id(), "cold_start": first})
+
+
+def ping() -> PingReply:
+    """The answer to ``PING_PAYLOAD``: no work, but it is this container's input like any
+    other (a first one is its cold start, and the next job is then warm)."""
+    global _FIRST_INPUT
+    first, _FIRST_INPUT = _FIRST_INPUT, False
+    return PingReply(container_id=container_id(), cold_start=first,
+                     startup_seconds=process_age() if first else None)
 
 
 def container_id() -> str:
