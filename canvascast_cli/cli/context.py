@@ -43,6 +43,8 @@ class Services:
     sleep: Callable[[float], None] = time.sleep  # retry backoff waits with this
     clock: Callable[[], float] = time.time  # wall clock (breaker, ledger)
     environ: dict[str, str] | None = None  # None: os.environ
+    # settings -> an ops.fleet.Fleet (Modal's live warm pools); None: Modal's SDK
+    fleet: Callable[[Any], Any] | None = None
 
 
 @dataclass
