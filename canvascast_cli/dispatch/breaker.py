@@ -149,6 +149,13 @@ class SQLiteStorage:
         with self.db.transaction() as conn:
             conn.execute("DELETE FROM breakers WHERE key = ?", (key,))
 
+    def all(self) -> dict[str, BreakerRecord]:
+        """Every stored record by key (the operators' view: ``canvascast status``). A key
+        that was never written, or was reset, is closed and absent."""
+        with self.db.read() as conn:
+            keys = [row[0] for row in conn.execute("SELECT key FROM breakers ORDER BY key")]
+            return {key: self._fetch(conn, key) for key in keys}
+
     @staticmethod
     def _fetch(conn: sqlite3.Connection, key: str) -> BreakerRecord:
         row = conn.execute(f"SELECT {', '.join(_COLUMNS)} FROM breakers WHERE key = ?",

@@ -5,6 +5,7 @@
     update    fn.autoscaler.update(...)    an override (``update_autoscaler`` is deprecated)
     ping      fn.remote(PING_PAYLOAD)      one minimal invocation: latency, cold or warm
     web_url   api.get_web_url()            the job API's URL after a deploy
+    publish   Dict.put(OVERRIDES_KEY, ...)  the operator's overrides, for the reconciler
 
 With a token but no network the SDK waits ~60 s per call before it gives up; every call
 here is ``asyncio.wait_for(... .aio(...), timeout)`` on the fleet's own event loop, so an
@@ -23,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import importlib
 import time
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Mapping
 from typing import Any, Protocol, TypeVar
 
 from pydantic.dataclasses import dataclass
@@ -34,6 +35,7 @@ from canvascast_cli.records import Seconds
 T = TypeVar("T")
 
 CALL_TIMEOUT = 5.0  # seconds one SDK call may take before Modal counts as unreachable
+OVERRIDES_KEY = "warm:overrides"  # in the app's progress Dict: {function: {setting: value}}
 AUTOSCALER_FIELDS = ("min_containers", "max_containers", "buffer_containers",
                      "scaledown_window")
 
@@ -89,6 +91,8 @@ class Fleet(Protocol):
     def ping(self, function: str, timeout: float) -> Ping: ...
 
     def web_url(self, function: str) -> str | None: ...
+
+    def publish_overrides(self, overrides: Mapping[str, Autoscaler]) -> None: ...
 
     def close(self) -> None: ...
 
@@ -156,6 +160,17 @@ class ModalFleet:
     def web_url(self, function: str) -> str | None:
         url = self._run(self._fn(function).get_web_url.aio(), f"read {function}'s URL")
         return str(url) if url else None
+
+    def publish_overrides(self, overrides: Mapping[str, Autoscaler]) -> None:
+        """Put the operator's overrides where the warm-pool reconciler on Modal reads them
+        (the app's progress Dict), so a scheduled run does not undo them."""
+        from canvascast_cli.protocol.modal_calls import progress_dict_name
+
+        store = self._sdk.Dict.from_name(progress_dict_name(self.app_name),
+                                         environment_name=self.environment,
+                                         create_if_missing=True)
+        value = {function: settings.given() for function, settings in overrides.items()}
+        self._run(store.put.aio(OVERRIDES_KEY, value), "record the warm-pool overrides")
 
     # -----------------------------------------------------------------------------------
 
