@@ -297,6 +297,64 @@ def test_metrics(ledger: Ledger) -> None:
     assert ledger.metrics(since=T0 + 11) == []
 
 
+def test_metrics_keep_costs_and_fallbacks_apart_and_roll_up(ledger: Ledger) -> None:
+    ledger.record(attempt(actual_cost=0.5, estimated_cost=0.4, started=T0))
+    ledger.record(attempt(estimated_cost=0.25, started=T0 + 1))
+    ledger.record(attempt(backend="http", status="failed", error_code="TIMEOUT",
+                          estimated_cost=0.125, started=T0 + 2))
+    ledger.record(attempt(backend="local", fallback_from="modal", fallback_reason="down",
+                          started=T0 + 3, duration=4.0))
+    ledger.record(attempt(function="generate_images", actual_cost=1.0, started=T0 + 4))
+
+    pairs = {(m.function, m.backend): m for m in ledger.metrics()}
+    modal = pairs[("render_video", "modal")]
+    assert (modal.actual_cost, modal.estimated_cost, modal.total_cost) == (0.5, 0.25, 0.75)
+    assert modal.estimated_only == 1 and modal.fallbacks == 0
+    assert pairs[("render_video", "local")].fallbacks == 1
+
+    by_backend = {m.backend: m for m in ledger.metrics(by=("backend",))}
+    assert set(by_backend) == {"http", "local", "modal"}
+    assert {m.function for m in by_backend.values()} == {"*"}
+    assert by_backend["modal"].invocations == 3
+    assert by_backend["modal"].actual_cost == 1.5
+    assert by_backend["modal"].p50_duration == 10.0
+    by_function = {m.function: m for m in ledger.metrics(by=("function",))}
+    assert by_function["render_video"].invocations == 4
+    assert by_function["render_video"].backend == "*"
+    assert by_function["render_video"].error_codes == {"TIMEOUT": 1}
+    [everything] = ledger.metrics(by=())
+    assert everything.invocations == 5 and everything.total_cost == pytest.approx(1.875)
+    assert ledger.metrics(since=T0 + 4, by=("backend",))[0].invocations == 1
+    with pytest.raises(ValueError, match="by"):
+        ledger.metrics(by=("job",))  # type: ignore[arg-type]
+
+
+def test_failures_newest_first_within_the_window(ledger: Ledger) -> None:
+    assert ledger.failures() == []
+    for i, code in enumerate(["TIMEOUT", "CONTAINER_CRASH", "SERVER_ERROR", "TIMEOUT"]):
+        ledger.record(attempt(status="failed", error_code=code, started=T0 + i))
+    ledger.record(attempt(status="cancelled", error_code="INTERRUPTED", started=T0 + 9))
+    ledger.record(attempt(started=T0 + 10))
+    assert [a.error_code for a in ledger.failures()] == [
+        "TIMEOUT", "SERVER_ERROR", "CONTAINER_CRASH", "TIMEOUT"]
+    assert [a.started for a in ledger.failures(limit=2)] == [T0 + 3, T0 + 2]
+    assert [a.started for a in ledger.failures(since=T0 + 2)] == [T0 + 3, T0 + 2]
+    assert all(a.id is not None for a in ledger.failures())
+    with pytest.raises(ValueError):
+        ledger.failures(limit=0)
+
+
+def test_spend_sums_actual_or_estimated_costs(ledger: Ledger) -> None:
+    assert ledger.spend() == 0.0
+    ledger.record(attempt(actual_cost=0.5, estimated_cost=9.0, started=T0))
+    ledger.record(attempt(estimated_cost=0.25, started=T0 + 1))
+    ledger.record(attempt(started=T0 + 2))  # no cost known at all
+    ledger.record(attempt(backend="local", actual_cost=0.125, started=T0 + 3))
+    assert ledger.spend() == 0.875
+    assert ledger.spend(since=T0 + 1) == 0.375
+    assert ledger.spend(since=T0 + 4) == 0.0
+
+
 def test_percentile_interpolates_like_numpy() -> None:
     assert percentile([], 0.5) is None
     assert percentile([7.0], 0.95) == 7.0

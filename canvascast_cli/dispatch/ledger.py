@@ -44,6 +44,7 @@ from canvascast_cli.dispatch.state import StateBusy, StateDB
 from canvascast_cli.records import Seconds, Usd
 
 Status = Literal["ok", "failed", "cancelled"]
+GroupBy = Literal["function", "backend"]
 STATUSES: tuple[str, ...] = get_args(Status)
 
 RECORD_DEADLINE = 5.0  # seconds a record may wait for a locked state file, in all
@@ -97,7 +98,14 @@ class FunctionMetrics:
 
     Durations are over successful attempts only (a timeout's duration is the timeout, not
     the function's speed). ``total_cost`` adds each attempt's actual cost, or its estimate
-    where the actual one was never known; ``estimated_only`` counts the latter.
+    where the actual one was never known; ``estimated_only`` counts the latter. The two
+    parts are also kept apart: ``actual_cost`` (the attempts with a known cost) plus
+    ``estimated_cost`` (the estimates of those without one) is ``total_cost``.
+    ``fallbacks`` counts the attempts that ran here because another backend could not
+    (``fallback_from`` set: a local run after a failed remote one).
+
+    ``function`` or ``backend`` is ``"*"`` in a roll-up over every function (or backend)
+    (``Ledger.metrics(by=...)``).
     """
 
     function: str
@@ -112,6 +120,9 @@ class FunctionMetrics:
     cold_starts: int
     total_cost: Usd
     estimated_only: int
+    fallbacks: int = 0
+    actual_cost: Usd = 0.0
+    estimated_cost: Usd = 0.0
 
 
 class Ledger:
@@ -268,11 +279,18 @@ class Ledger:
                 "ORDER BY started DESC LIMIT 50)", params).fetchone()
         return float(row[0]) if row and row[0] is not None else None
 
-    def metrics(self, since: float | None = None) -> list[FunctionMetrics]:
+    def metrics(self, since: float | None = None, *,
+                by: tuple[GroupBy, ...] = ("function", "backend")) -> list[FunctionMetrics]:
         """Aggregates per (function, backend) over attempts started at or after ``since``
-        (unix time; all of them when None), sorted by function then backend."""
+        (unix time; all of them when None), sorted by function then backend. ``by``
+        groups otherwise: ``("backend",)`` rolls every function of a backend into one
+        (its ``function`` is ``"*"``), ``("function",)`` every backend of a function,
+        ``()`` everything. A ``since`` reads a range of the ``started`` index."""
+        for name in by:
+            if name not in ("function", "backend"):
+                raise ValueError(f"by: {name!r}; allowed: function, backend")
         query = ("SELECT function, backend, status, error_code, duration, cold_start, "
-                 "actual_cost, estimated_cost FROM invocations")
+                 "actual_cost, estimated_cost, fallback_from IS NOT NULL FROM invocations")
         params: tuple[Any, ...] = ()
         if since is not None:
             query += " WHERE started >= ?"
@@ -281,8 +299,38 @@ class Ledger:
             rows = conn.execute(query, params).fetchall()
         groups: dict[tuple[str, str], list[tuple[Any, ...]]] = {}
         for row in rows:
-            groups.setdefault((row[0], row[1]), []).append(row)
+            key = (row[0] if "function" in by else "*", row[1] if "backend" in by else "*")
+            groups.setdefault(key, []).append(row)
         return [_aggregate(fn, backend, group) for (fn, backend), group in sorted(groups.items())]
+
+    def failures(self, since: float | None = None, limit: int = 5) -> list[Attempt]:
+        """The latest ``limit`` failed attempts (``status`` failed) started at or after
+        ``since`` (unix time; any time when None), newest first: what went wrong, with
+        its ``error_code``. Reads the ``started`` index backwards."""
+        if limit < 1:
+            raise ValueError(f"limit must be at least 1; got {limit}")
+        query = f"SELECT id, {', '.join(_COLUMNS)} FROM invocations WHERE status = 'failed'"
+        params: tuple[Any, ...] = ()
+        if since is not None:
+            query += " AND started >= ?"
+            params = (since,)
+        with self.db.read() as conn:
+            rows = conn.execute(query + " ORDER BY started DESC, id DESC LIMIT ?",
+                                (*params, limit)).fetchall()
+        return [_attempt(row) for row in rows]
+
+    def spend(self, since: float | None = None) -> float:
+        """USD spent by attempts started at or after ``since`` (unix time; all when None):
+        each attempt's actual cost, or its estimate where the actual one is unknown (as
+        ``FunctionMetrics.total_cost``). One indexed range sum."""
+        query = "SELECT SUM(COALESCE(actual_cost, estimated_cost, 0)) FROM invocations"
+        params: tuple[Any, ...] = ()
+        if since is not None:
+            query += " WHERE started >= ?"
+            params = (since,)
+        with self.db.read() as conn:
+            row = conn.execute(query, params).fetchone()
+        return float(row[0]) if row and row[0] is not None else 0.0
 
 
 def _prune(conn: sqlite3.Connection, max_age_seconds: float | None, max_rows: int | None,
@@ -319,10 +367,11 @@ def _attempt(row: tuple[Any, ...]) -> Attempt:
 def _aggregate(function: str, backend: str, rows: Iterable[tuple[Any, ...]]
                ) -> FunctionMetrics:
     invocations = successes = failures = cancelled = cold_starts = estimated_only = 0
+    fallbacks = 0
     codes: dict[str, int] = {}
     durations: list[float] = []
-    cost = 0.0
-    for _fn, _backend, status, code, duration, cold, actual, estimated in rows:
+    actual_cost = estimated_cost = 0.0
+    for _fn, _backend, status, code, duration, cold, actual, estimated, fallback in rows:
         invocations += 1
         if status == "ok":
             successes += 1
@@ -336,17 +385,21 @@ def _aggregate(function: str, backend: str, rows: Iterable[tuple[Any, ...]]
             codes[code] = codes.get(code, 0) + 1
         if cold:
             cold_starts += 1
+        if fallback:
+            fallbacks += 1
         if actual is not None:
-            cost += actual
+            actual_cost += actual
         elif estimated is not None:
-            cost += estimated
+            estimated_cost += estimated
             estimated_only += 1
     durations.sort()
     return FunctionMetrics(
         function=function, backend=backend, invocations=invocations, successes=successes,
         failures=failures, cancelled=cancelled, error_codes=dict(sorted(codes.items())),
         p50_duration=percentile(durations, 0.50), p95_duration=percentile(durations, 0.95),
-        cold_starts=cold_starts, total_cost=cost, estimated_only=estimated_only)
+        cold_starts=cold_starts, total_cost=actual_cost + estimated_cost,
+        estimated_only=estimated_only, fallbacks=fallbacks, actual_cost=actual_cost,
+        estimated_cost=estimated_cost)
 
 
 def percentile(ordered: list[float], q: float) -> float | None:
