@@ -4,6 +4,8 @@
     transcribe_audio  audio -> words with times   (GPU; faster-whisper, weights baked in)
     generate_images   prompts -> images           (GPU; diffusers FLUX.1-schnell baked in)
     api               the job API (``canvascast_cli.server.app``) as an ASGI app
+    reconcile_warm_pools  [warm]'s windows -> each function's min_containers (scheduled;
+                      defined only when modal.toml has ``[[warm.windows]]``)
 
 Deploy: ``modal deploy -m modal_functions.app`` (or ``modal deploy modal_functions/app.py``)
 from the repository, with canvascast installed (``pip install -e .``). docs/modal.md has
@@ -41,6 +43,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -49,6 +52,15 @@ import modal
 from canvascast_cli import env
 from canvascast_cli.engines.cache import ModelCache
 from canvascast_cli.errors import CanvasCastError, JobFailed, ServerError
+from canvascast_cli.ops.fleet import ModalFleet
+from canvascast_cli.ops.windows import (
+    OVERRIDES_KEY,
+    Applied,
+    ReconcileError,
+    cron_expression,
+    parse_overrides,
+    reconcile,
+)
 from canvascast_cli.protocol import (
     JobStatus,
     Payload,
@@ -386,3 +398,55 @@ def api() -> Any:
     runner = ModalRunner(JOB_FUNCTIONS, progress_store)
     janitor = Janitor.from_settings(store, runner.live_blobs, settings)
     return create_app(store, runner, token, keys=DictKeys(progress_store), janitor=janitor)
+
+
+# ---------------------------------------------------------------------------------------
+# The warm-pool reconciler (only with [[warm.windows]])
+
+RECONCILER_TIMEOUT = 120  # seconds; a run is a few bounded autoscaler updates
+
+
+def reconcile_now(fleet: Any, store: Any, now: datetime, *,
+                  using: Any = None) -> list[Applied]:
+    """One reconciler run: each windowed function's min_containers set to what the
+    windows say at ``now`` (``ops.windows.reconcile``), an operator's override (the
+    progress Dict's ``OVERRIDES_KEY``, read best effort) instead where there is one. One
+    line per function; a failed function is raised at the end, after the others."""
+    overrides: dict[str, Any] = {}
+    try:
+        raw = store.get(OVERRIDES_KEY)
+    except Exception as exc:
+        print(f"canvascast: warm overrides not read ({type(exc).__name__}: {exc}); the "
+              "windows apply", file=sys.stderr)
+    else:
+        overrides, problems = parse_overrides(raw)
+        for problem in problems:
+            print(f"canvascast: skipped: {problem}", file=sys.stderr)
+    try:
+        applied = reconcile(using or settings, fleet, now, overrides)
+    except ReconcileError as exc:
+        for done in exc.applied:
+            print(f"canvascast: {done.line()}")
+        for error in exc.errors:
+            print(f"canvascast: not updated: {error}", file=sys.stderr)
+        raise
+    for done in applied:
+        print(f"canvascast: {done.line()}")
+    return applied
+
+
+if settings.warm.windows:
+    _warm_cron = cron_expression(settings)
+    assert _warm_cron is not None  # there are windows
+
+    @app.function(image=web_image, schedule=modal.Cron(_warm_cron,
+                                                       timezone=settings.warm.timezone),
+                  cpu=0.125, memory=256, timeout=RECONCILER_TIMEOUT, retries=0)
+    def reconcile_warm_pools() -> None:
+        """Keep each function's warm containers where [warm]'s windows say (no secrets:
+        in a container the SDK acts as the app itself)."""
+        fleet = ModalFleet(settings.app.name, environment=settings.app.environment)
+        try:
+            reconcile_now(fleet, progress_store, datetime.now(UTC))
+        finally:
+            fleet.close()

@@ -140,6 +140,7 @@ SDK_NAMES = [
     "FunctionCall.object_id", "concurrent", "asgi_app", "is_local",
     "current_function_call_id", "exception.NotFoundError", "exception.AlreadyExistsError",
     "exception.OutputExpiredError", "exception.InputCancellation",
+    "Cron",  # the warm-pool reconciler's schedule
 ]
 # Keyword arguments the code passes.
 SDK_PARAMETERS = {
@@ -151,6 +152,9 @@ SDK_PARAMETERS = {
     "Image.run_function": {"kwargs", "secrets", "timeout"},
     "Image.add_local_python_source": {"ignore"},
     "concurrent": {"max_inputs"},
+    "Cron": {"cron_string", "timezone"},
+    "App.function": {"image", "schedule", "cpu", "memory", "timeout", "retries", "volumes",
+                     "secrets"},
 }
 
 
@@ -668,3 +672,103 @@ def test_a_failed_first_submit_frees_its_key() -> None:
     with pytest.raises(ModalUnavailable):
         keys.submit("key-2", "f", broken)
     assert keys.submit("key-2", "f", lambda: "fc-9") == "fc-9"
+
+
+# ---------------------------------------------------------------------------------------
+# The warm-pool reconciler
+
+BERLIN_WINDOWS = ('[{function = "render_video", days = ["mon", "tue", "wed", "thu", "fri"], '
+                  'start = "09:00", end = "21:00", min_containers = 2}, '
+                  '{function = "transcribe_audio", days = ["sat"], start = "10:07", '
+                  'end = "12:00", min_containers = 1}]')
+
+
+def test_no_windows_no_reconciler(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert not repo_settings().warm.windows
+    assert not hasattr(modal_app, "reconcile_warm_pools")
+    _module, seen = _import_fresh(monkeypatch)
+    assert "reconcile_warm_pools" not in seen
+    assert all("schedule" not in kwargs for kwargs in seen.values())
+
+
+def test_windows_define_one_scheduled_reconciler(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CANVASCAST_WARM__TIMEZONE", "Europe/Berlin")
+    monkeypatch.setenv("CANVASCAST_WARM__WINDOWS", BERLIN_WINDOWS)
+    module, seen = _import_fresh(monkeypatch)
+    assert [name for name, kwargs in seen.items() if "schedule" in kwargs] == [
+        "reconcile_warm_pools"]
+    kwargs = seen["reconcile_warm_pools"]
+    assert isinstance(kwargs["schedule"], modal.Cron)
+    assert kwargs["image"] is module.web_image
+    assert "secrets" not in kwargs and "volumes" not in kwargs and "gpu" not in kwargs
+    info = module.reconcile_warm_pools.info()
+    # Every 15 minutes and at the 10:07 edge, read in Berlin time (Modal follows DST).
+    assert info.schedule == "Cron('0,7,15,30,45 * * * *', Europe/Berlin)"
+    assert info.cpu == 0.125 and info.gpus == [] and info.secrets == []
+    assert info.timeout == module.RECONCILER_TIMEOUT <= 300
+    # (A scheduled function that takes arguments fails at decoration: the import above.)
+
+
+class RecordingFleet:
+    def __init__(self, fail: set[str] | None = None) -> None:
+        self.updates: list[tuple[str, dict[str, int]]] = []
+        self.fail = fail or set()
+
+    def update(self, function: str, settings: Any) -> Any:
+        self.updates.append((function, settings.given()))
+        if function in self.fail:
+            raise ModalUnavailable(f"update {function}'s autoscaler: unreachable")
+        return settings
+
+
+def _berlin() -> Any:
+    return load_config(env={"CANVASCAST_WARM__TIMEZONE": "Europe/Berlin",
+                            "CANVASCAST_WARM__WINDOWS": BERLIN_WINDOWS},
+                       search=False).settings
+
+
+def test_reconcile_now_applies_windows_and_overrides(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    from datetime import UTC, datetime
+
+    from canvascast_cli.ops.windows import OVERRIDES_KEY
+
+    settings = _berlin()
+    store = FakeModal().Dict.from_name("canvascast-progress")
+    monday_9 = datetime(2026, 3, 30, 7, 0, tzinfo=UTC)  # 09:00 CEST
+    fleet = RecordingFleet()
+    modal_app.reconcile_now(fleet, store, monday_9, using=settings)
+    assert fleet.updates == [("render_video", {"min_containers": 2}),
+                             ("transcribe_audio", {"min_containers": 0})]
+    out = capsys.readouterr().out
+    assert "render_video: min_containers=2 (window mon-fri 09:00-21:00)" in out
+    assert "transcribe_audio: min_containers=0 (outside windows)" in out
+
+    store.put(OVERRIDES_KEY, {"render_video": {"min_containers": 0, "set_by": "ana"},
+                              "transcribe_audio": {"min_containers": "x"}})
+    fleet = RecordingFleet()
+    applied = modal_app.reconcile_now(fleet, store, monday_9, using=settings)
+    assert fleet.updates[0] == ("render_video", {"min_containers": 0})
+    assert [a.why for a in applied] == ["override", "outside windows"]
+    assert "skipped: warm:overrides: transcribe_audio" in capsys.readouterr().err
+
+
+def test_reconcile_now_survives_an_unreadable_store_and_a_failing_function(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    from datetime import UTC, datetime
+
+    from canvascast_cli.ops.windows import ReconcileError
+
+    class Broken:
+        def get(self, key: str) -> Any:
+            raise ConnectionError("Dict unreachable")
+
+    fleet = RecordingFleet(fail={"render_video"})
+    with pytest.raises(ReconcileError):
+        modal_app.reconcile_now(fleet, Broken(), datetime(2026, 3, 30, 7, 0, tzinfo=UTC),
+                                using=_berlin())
+    assert [f for f, _ in fleet.updates] == ["render_video", "transcribe_audio"]
+    captured = capsys.readouterr()
+    assert "warm overrides not read" in captured.err
+    assert "not updated: render_video" in captured.err
+    assert "transcribe_audio: min_containers=0" in captured.out
