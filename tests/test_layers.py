@@ -36,6 +36,14 @@ RULES: list[tuple[str, str, str]] = [
      "never imports the client or the CLI"),
     ("canvascast_cli/protocol", r"canvascast_cli\.(dispatch|server|cli)\b", "the wire format "
      "belongs to neither side"),
+    ("canvascast_cli/ops", r"canvascast_cli\.(server|cli)\b", "operations sit beside the "
+     "client: never the server or the CLI"),
+    ("canvascast_cli/ops/fleet.py", r"canvascast_cli\.(dispatch|server|cli|engines)\b",
+     "the Modal app's reconciler uses the fleet: it stays off the client's layers"),
+    ("canvascast_cli/ops/windows.py", r"canvascast_cli\.(dispatch|server|cli|engines)\b",
+     "the Modal app's reconciler uses the windows: they stay off the client's layers"),
+    ("modal_functions", r"canvascast_cli\.ops\.(?!fleet\b|windows\b)", "the Modal app uses "
+     "only the fleet and the windows of the operators' half"),
     ("canvascast_cli/engines", r"canvascast_cli\.(cli|dispatch|server|protocol)\b", "engines "
      "are the work itself, the same everywhere"),
     *[(f"canvascast_cli/{leaf}.py",

@@ -21,6 +21,7 @@ from typer.core import TyperGroup
 
 from canvascast_cli import __version__, env
 from canvascast_cli.cli import (
+    breaker_cmd,
     config_cmd,
     images,
     jobs_cmd,
@@ -28,6 +29,7 @@ from canvascast_cli.cli import (
     render,
     serve,
     transcribe,
+    warm_cmd,
 )
 from canvascast_cli.cli.context import Application
 from canvascast_cli.cli.output import Output
@@ -184,6 +186,8 @@ app.command(
     short_help="Run the job API locally (the same app Modal hosts).",
     rich_help_panel="Operations",
 )(serve.serve_command)
+app.add_typer(warm_cmd.app, name="warm", cls=CommandGroup, rich_help_panel="Operations")
+app.add_typer(breaker_cmd.app, name="breaker", cls=CommandGroup, rich_help_panel="Operations")
 app.add_typer(jobs_cmd.app, name="jobs", cls=CommandGroup, rich_help_panel="Operations")
 app.add_typer(models_cmd.app, name="models", cls=CommandGroup, rich_help_panel="Operations")
 app.add_typer(config_cmd.app, name="config", cls=CommandGroup, rich_help_panel="Operations")

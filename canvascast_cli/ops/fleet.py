@@ -29,7 +29,7 @@ from typing import Any, Protocol, TypeVar
 
 from pydantic.dataclasses import dataclass
 
-from canvascast_cli.errors import CanvasCastError, InvalidInput, ModalUnavailable
+from canvascast_cli.errors import CanvasCastError, InvalidInput, ModalUnavailable, NotFound
 from canvascast_cli.records import Seconds
 
 T = TypeVar("T")
@@ -198,4 +198,11 @@ class ModalFleet:
         except CanvasCastError:
             raise
         except Exception as exc:
+            if type(exc).__name__ == "NotFoundError":  # modal.exception.NotFoundError
+                raise NotFound(
+                    f"{doing}: Modal has no deployed app {self.app_name!r} with that "
+                    f"function{self._where()} (deploy it: canvascast deploy)") from None
             raise to_canvascast(exc, doing=doing) from None
+
+    def _where(self) -> str:
+        return f" in environment {self.environment!r}" if self.environment else ""
