@@ -4,14 +4,21 @@ cost arithmetic, and reconcile() against a fake fleet."""
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
+import typer
+from typer.testing import CliRunner
 
+from canvascast_cli.cli.context import Application, Services
+from canvascast_cli.cli.warm_schedule import schedule_command
 from canvascast_cli.config import Settings, function_cost_per_second
 from canvascast_cli.ops import windows
 from canvascast_cli.ops.fleet import Autoscaler, Ping, PoolStats
+from tests.helpers import Cli
 
 WEEKDAYS = ["mon", "tue", "wed", "thu", "fri"]
 
@@ -343,3 +350,85 @@ def test_parse_overrides_is_best_effort() -> None:
     assert len(problems) == 2
     assert windows.parse_overrides(None) == ({}, [])
     assert windows.parse_overrides(["x"])[0] == {}
+
+
+# ---------------------------------------------------------------------------------------
+# canvascast warm schedule (offline: modal.toml only)
+
+BERLIN_TOML = """
+[functions.transcribe_audio]
+gpu = "H100"
+
+[warm]
+timezone = "Europe/Berlin"
+
+[[warm.windows]]
+function = "transcribe_audio"
+days = ["mon", "tue", "wed", "thu", "fri"]
+start = "08:00"
+end = "20:00"
+min_containers = 2
+"""
+FRIDAY_EVENING = utc("2026-03-27T19:30:00").timestamp()  # 20:30 CET: outside
+
+
+def _services() -> Services:
+    return Services(clock=lambda: FRIDAY_EVENING)
+
+
+def _check_document(data: dict[str, Any]) -> None:
+    assert data["timezone"] == "Europe/Berlin"
+    assert data["windows"] == [{"function": "transcribe_audio", "days": WEEKDAYS,
+                                "days_text": "mon-fri", "start": "08:00", "end": "20:00",
+                                "min_containers": 2}]
+    assert data["reconciler"] == {"function": "reconcile_warm_pools",
+                                  "cron": "0,15,30,45 * * * *", "timezone": "Europe/Berlin",
+                                  "check_every_minutes": 15}
+    [fn] = data["functions"]
+    assert (fn["min_containers_now"], fn["why"]) == (0, "outside windows")
+    # Monday 08:00 CEST, after the 2026-03-29 switch, is 06:00 UTC.
+    assert fn["next_change"]["utc"] == "2026-03-30T06:00:00+00:00"
+    assert fn["next_change"]["local"] == "2026-03-30T08:00:00+02:00"
+    assert fn["next_change"]["min_containers"] == 2
+    assert fn["weekly_cost"]["usd_per_week"] == pytest.approx(474.73128)
+    assert fn["weekly_cost"]["always_on_usd_per_30_days"] == pytest.approx(5696.77536)
+
+
+def test_schedule_command_function(isolated_env: Path) -> None:
+    (isolated_env / "modal.toml").write_text(BERLIN_TOML, encoding="utf-8")
+    mini = typer.Typer()
+    mini.command("schedule")(schedule_command)
+    runner = CliRunner()
+    result = runner.invoke(mini, ["--json"], obj=Application(services=_services()),
+                           catch_exceptions=False)
+    assert result.exit_code == 0, result.stderr
+    _check_document(json.loads(result.stdout))
+    text = runner.invoke(mini, [], obj=Application(services=_services())).stdout
+    assert "transcribe_audio  mon-fri" in text
+    assert 'cron "0,15,30,45 * * * *" (Europe/Berlin)' in text
+    assert "next: min 2 at Mon 2026-03-30 08:00 CEST (06:00 UTC)" in text
+    assert "$474.73" in text and "$5,696.78" in text
+
+
+def test_warm_schedule_through_the_app(isolated_env: Path, cli: Cli) -> None:
+    (isolated_env / "modal.toml").write_text(BERLIN_TOML, encoding="utf-8")
+    result = cli("warm", "schedule", "--json", services=_services())
+    assert result.exit_code == 0, result.stderr
+    _check_document(result.json())
+
+
+def test_warm_schedule_without_windows(cli: Cli) -> None:
+    result = cli("warm", "schedule", "--json", services=_services())
+    assert result.exit_code == 0, result.stderr
+    data = result.json()
+    assert (data["windows"], data["reconciler"], data["functions"]) == ([], None, [])
+    text = cli("warm", "schedule", services=_services()).stdout
+    assert "No warm windows" in text
+
+
+def test_warm_schedule_reports_a_bad_config(isolated_env: Path, cli: Cli) -> None:
+    (isolated_env / "modal.toml").write_text('[warm]\ntimezone = "Mars/Olympus"\n',
+                                             encoding="utf-8")
+    result = cli("warm", "schedule", "--json")
+    assert result.exit_code == 2
+    assert "Mars/Olympus" in result.stdout
