@@ -33,14 +33,18 @@ from canvascast_cli.config import (
     WarmWindow,
     function_cost_per_second,
 )
-from canvascast_cli.ops.fleet import AUTOSCALER_FIELDS, Autoscaler, Fleet
+from canvascast_cli.ops.fleet import (  # OVERRIDES_KEY: where warm set publishes them
+    AUTOSCALER_FIELDS,
+    OVERRIDES_KEY,
+    Autoscaler,
+    Fleet,
+)
 
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 DAY_MINUTES = 24 * 60
 WEEK_SECONDS = 7 * 24 * 3600
 MONTH_WEEKS = 30 / 7  # a 30-day month, in weeks
 SEARCH_DAYS = 8  # how far ahead next_change looks
-OVERRIDES_KEY = "warm:overrides"  # progress Dict key: {function: {autoscaler field: value}}
 OUTSIDE = "outside windows"
 OVERRIDE = "override"
 
