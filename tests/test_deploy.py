@@ -80,7 +80,7 @@ def test_dry_run_plan_is_the_config(cli: Cli, no_token: None,
     assert rows["transcribe_audio"]["idle_cost_per_hour"] == 0
     assert plan["idle_cost_per_hour"] == pytest.approx(rate * 3600, abs=1e-8)
     assert rows["api"]["secrets"] == [API_SECRET]
-    assert plan["schedule"] is None
+    assert (plan["schedule"] is None) == (not settings.warm.windows)
     images = {image["name"]: image for image in plan["images"]}
     assert set(images) == {"render", "whisper", "images", "web"}
     for image in images.values():

@@ -45,7 +45,7 @@ DEPLOY_HELP = (
 def deploy_command(
     ctx: typer.Context,
     environment: Annotated[str | None, typer.Option(
-        "--env", metavar="NAME", help="Modal environment to deploy to (default: [app] "
+        "--env", metavar="NAME", help="Modal environment to deploy to (default: \\[app] "
         "environment, else MODAL_ENVIRONMENT, else the profile's).")] = None,
     tag: Annotated[str, typer.Option(
         "--tag", metavar="TAG", help="Modal's deployment tag (in CI: the commit sha).")] = "",
