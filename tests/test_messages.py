@@ -106,11 +106,13 @@ def check(invocation: str) -> str | None:
 
 def test_the_walk_finds_the_commands() -> None:
     assert {"render", "transcribe", "images", "serve", "jobs wait", "config validate",
-            "models list"} <= set(TREE)
+            "models list", "deploy", "warm status", "warm set", "warm reset", "warm ping",
+            "warm schedule", "status", "breaker reset"} <= set(TREE)
     assert "--frames" in TREE["render"] and "--json" in TREE[""]
 
 
-@pytest.mark.parametrize("bad", ["canvascast deploy", "canvascast jobs list",
+@pytest.mark.parametrize("bad", ["canvascast undeploy", "canvascast jobs list",
+                                 "canvascast warm unset", "canvascast deploy --force",
                                  "canvascast render x.json --bogus"])
 def test_the_check_catches_what_does_not_exist(bad: str) -> None:
     assert check(bad) is not None

@@ -23,6 +23,7 @@ from canvascast_cli import __version__, env
 from canvascast_cli.cli import (
     breaker_cmd,
     config_cmd,
+    deploy_cmd,
     images,
     jobs_cmd,
     models_cmd,
@@ -186,6 +187,12 @@ app.command(
     short_help="Run the job API locally (the same app Modal hosts).",
     rich_help_panel="Operations",
 )(serve.serve_command)
+app.command(
+    "deploy",
+    help=deploy_cmd.DEPLOY_HELP,
+    short_help="Deploy the Modal functions from modal.toml (or --dry-run: the plan).",
+    rich_help_panel="Operations",
+)(deploy_cmd.deploy_command)
 app.add_typer(warm_cmd.app, name="warm", cls=CommandGroup, rich_help_panel="Operations")
 app.add_typer(breaker_cmd.app, name="breaker", cls=CommandGroup, rich_help_panel="Operations")
 app.add_typer(jobs_cmd.app, name="jobs", cls=CommandGroup, rich_help_panel="Operations")

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from canvascast_cli.cli import warm_schedule
 from canvascast_cli.cli.context import Application, command_app
 from canvascast_cli.cli.options import JsonFlag
 from canvascast_cli.cli.output import reporting
@@ -196,7 +197,8 @@ def ping(
                  + (f" ({result.container_id})" if result.container_id else ""))
 
 
-# REGISTER-SCHEDULE
+app.command("schedule", short_help="The warm windows, the next change, the weekly idle cost.")(
+    warm_schedule.schedule_command)
 
 # ---------------------------------------------------------------------------------------
 
