@@ -81,7 +81,7 @@ from canvascast_cli.protocol.modal_calls import (
 )
 from canvascast_cli.server.idempotency import conflict
 from modal_functions.images import ROLE_ENV, build_images, load_app_config
-from modal_functions.resources import function_options
+from modal_functions.resources import RECONCILER_OPTIONS, function_options
 
 VOLUME_PATH = "/vol"  # where the blob Volume is mounted (BlobStore root)
 API_SECRET = "canvascast-api"  # a Modal Secret holding MODAL_TOKEN, the job API's bearer
@@ -403,7 +403,6 @@ def api() -> Any:
 # ---------------------------------------------------------------------------------------
 # The warm-pool reconciler (only with [[warm.windows]])
 
-RECONCILER_TIMEOUT = 120  # seconds; a run is a few bounded autoscaler updates
 
 
 def reconcile_now(fleet: Any, store: Any, now: datetime, *,
@@ -441,7 +440,7 @@ if settings.warm.windows:
 
     @app.function(image=web_image, schedule=modal.Cron(_warm_cron,
                                                        timezone=settings.warm.timezone),
-                  cpu=0.125, memory=256, timeout=RECONCILER_TIMEOUT, retries=0)
+                  **RECONCILER_OPTIONS)
     def reconcile_warm_pools() -> None:
         """Keep each function's warm containers where [warm]'s windows say (no secrets:
         in a container the SDK acts as the app itself)."""

@@ -20,6 +20,14 @@ from canvascast_cli.config import FunctionConfig, FunctionName, Settings
 _BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
 
 
+# The warm-pool reconciler (``reconcile_warm_pools``, only with [[warm.windows]]): a few
+# bounded autoscaler updates per run, on the smallest container, never retried (the next
+# scheduled run heals a failed one).
+RECONCILER = "reconcile_warm_pools"
+RECONCILER_OPTIONS: dict[str, Any] = {"cpu": 0.125, "memory": 256, "timeout": 120,
+                                      "retries": 0}
+
+
 def function_options(settings: Settings, name: FunctionName) -> dict[str, Any]:
     """Decorator arguments for Modal function ``name``; unset resources are left out so
     Modal applies its own defaults."""

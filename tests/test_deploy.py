@@ -115,6 +115,17 @@ def test_plan_shows_the_reconcilers_schedule() -> None:
     assert plan.schedule.timezone == "Europe/Berlin"
     assert "render_video" in plan.schedule.windows[0]
     assert plan.images[0].packages == ["x==1"]
+    # The reconciler is a function of the deploy too, with the options app.py gives it.
+    from modal_functions.resources import RECONCILER_OPTIONS
+
+    (reconciler,) = [f for f in plan.functions if f.name == "reconcile_warm_pools"]
+    assert reconciler.options == RECONCILER_OPTIONS and reconciler.secrets == []
+    # Every day 08:30-18:00, one render container: 9.5 h x 7 days, idle.
+    rate = 4.0 * 0.0000131 + 8192 / 1024 * 0.00000222
+    assert plan.schedule.usd_per_week == pytest.approx(9.5 * 3600 * 7 * rate)
+    assert plan.schedule.usd_per_30_days == pytest.approx(9.5 * 3600 * 30 * rate)
+    without = build_plan(load_config(MODAL_TOML, env={}).settings)
+    assert "reconcile_warm_pools" not in [f.name for f in without.functions]
 
 
 def test_image_packages_are_the_locks() -> None:

@@ -705,7 +705,7 @@ def test_windows_define_one_scheduled_reconciler(monkeypatch: pytest.MonkeyPatch
     # Every 15 minutes and at the 10:07 edge, read in Berlin time (Modal follows DST).
     assert info.schedule == "Cron('0,7,15,30,45 * * * *', Europe/Berlin)"
     assert info.cpu == 0.125 and info.gpus == [] and info.secrets == []
-    assert info.timeout == module.RECONCILER_TIMEOUT <= 300
+    assert info.timeout == module.RECONCILER_OPTIONS["timeout"] <= 300
     # (A scheduled function that takes arguments fails at decoration: the import above.)
 
 

@@ -209,6 +209,9 @@ def show_plan(plan: Plan, console: Console, *, packages: bool) -> None:
                       f"({plan.schedule.timezone})", markup=False)
         for window in plan.schedule.windows:
             console.print(f"  window: {window}", markup=False)
+        console.print(f"  the windows' warm containers, idle: ${plan.schedule.usd_per_week:,.2f}"
+                      f" a typical week, ${plan.schedule.usd_per_30_days:,.2f} a 30-day month "
+                      "(canvascast warm schedule)", markup=False)
     else:
         console.print("Schedule: none (no warm windows)", markup=False)
     for image in plan.images:

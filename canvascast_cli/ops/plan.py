@@ -22,15 +22,14 @@ from pydantic.dataclasses import dataclass
 
 from canvascast_cli.config import FunctionName, Settings, function_cost_per_second
 from canvascast_cli.records import Usd
-from modal_functions.resources import function_options
+from modal_functions.resources import RECONCILER, RECONCILER_OPTIONS, function_options
 
 JOB_FUNCTIONS: tuple[FunctionName, ...] = ("render_video", "transcribe_audio",
                                            "generate_images")
 WEB_FUNCTION = "api"
-RECONCILER = "reconcile_warm_pools"  # the scheduled function, when warm windows exist
 # Which image each function runs in (modal_functions/app.py).
 IMAGE_OF = {"render_video": "render", "transcribe_audio": "whisper",
-            "generate_images": "images", WEB_FUNCTION: "web"}
+            "generate_images": "images", WEB_FUNCTION: "web", RECONCILER: "web"}
 API_SECRET = "canvascast-api"  # modal_functions/app.py (a test checks the two agree)
 HF_SECRET = "huggingface-secret"  # modal_functions/image_gen.py, for the images build
 HOUR = 3600
@@ -69,6 +68,8 @@ class SchedulePlan:
     cron: str | None
     timezone: str
     windows: list[str]
+    usd_per_week: Usd  # the warm containers the windows keep, idle, in a typical week
+    usd_per_30_days: Usd
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -115,11 +116,21 @@ def build_plan(settings: Settings, *, environment: str | None = None,
                                   secrets=[API_SECRET], options={}))
     schedule = None
     if settings.warm.windows:
+        from canvascast_cli.ops.windows import MONTH_WEEKS, functions_with_windows, weekly_cost
+
+        costs = [weekly_cost(settings, fn) for fn in functions_with_windows(settings)]
+        options = dict(RECONCILER_OPTIONS)
+        functions.append(FunctionPlan(
+            name=RECONCILER, image=IMAGE_OF[RECONCILER], cpu=options["cpu"],
+            memory=options["memory"], timeout=options["timeout"], retries=options["retries"],
+            secrets=[], options=options))
         schedule = SchedulePlan(
             function=RECONCILER, cron=cron if cron is not None else schedule_cron(settings),
             timezone=settings.warm.timezone,
             windows=[f"{w.function} {','.join(w.days)} {w.start}-{w.end} "
-                     f"min_containers={w.min_containers}" for w in settings.warm.windows])
+                     f"min_containers={w.min_containers}" for w in settings.warm.windows],
+            usd_per_week=sum(c.usd for c in costs),
+            usd_per_30_days=sum(c.usd for c in costs) * MONTH_WEEKS)
     by_image: dict[str, list[str]] = {}
     for fn in functions:
         by_image.setdefault(fn.image, []).append(fn.name)
