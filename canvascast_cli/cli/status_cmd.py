@@ -76,7 +76,7 @@ def status_command(
         if prometheus and out.json:
             raise InvalidInput("--prometheus and --json both print on stdout; give one")
         window = _window(since, default=None if prometheus else 86400.0)
-        report = _report(application, window)
+        report = _report(application, window, rollups=not prometheus)
         if prometheus_file is not None:
             from canvascast_cli.ops.report import write_textfile
 
@@ -84,7 +84,7 @@ def status_command(
             # --since says otherwise, whatever the tables beside it show.
             file_window = _window(since, None)
             file_report = report if file_window == window else _report(
-                application, file_window, pools=report.pools)
+                application, file_window, pools=report.pools, rollups=False)
             write_textfile(file_report, prometheus_file)
             out.note(f"Wrote the Prometheus metrics to {prometheus_file}")
         if prometheus:
@@ -116,7 +116,7 @@ def _check(application: Application, since: str | None, prometheus: bool,
         report = _report(application, _window(since, default=86400.0))
         if prometheus_file is not None:
             write_textfile(report if since is not None else _report(
-                application, None, pools=report.pools), prometheus_file)
+                application, None, pools=report.pools, rollups=False), prometheus_file)
         line, code = check_line(report)
     except (typer.Exit, SystemExit):
         raise
@@ -135,7 +135,7 @@ def _window(since: str | None, default: float | None) -> float | None:
 
 
 def _report(application: Application, window: float | None, *,
-            pools: PoolsReport | None = None) -> Report:
+            pools: PoolsReport | None = None, rollups: bool = True) -> Report:
     """The report over ``window`` seconds; Modal is asked for its pools unless ``pools``
     is given (once per run)."""
     from canvascast_cli.ops.report import build_report
@@ -145,7 +145,7 @@ def _report(application: Application, window: float | None, *,
     db = _state()
     if pools is None:
         pools = _pools(application, settings, db, now)
-    return build_report(settings, db, pools, now=now, window=window)
+    return build_report(settings, db, pools, now=now, window=window, rollups=rollups)
 
 
 def _state() -> StateDB | None:

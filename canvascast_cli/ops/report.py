@@ -156,10 +156,12 @@ class Report:
 
 
 def build_report(settings: Settings, db: StateDB | None, pools: PoolsReport | None, *,
-                 now: float, window: float | None) -> Report:
+                 now: float, window: float | None, rollups: bool = True) -> Report:
     """The report at ``now`` over the last ``window`` seconds (None: every retained
     row). ``db`` None: no state file yet (an empty report). Spend is always over the last
-    24 h and 30 d, whatever the window."""
+    24 h and 30 d, whatever the window. ``rollups`` False leaves ``functions`` and
+    ``backends`` empty (the Prometheus exposition does not use them, and over a long
+    history each is another pass over the rows)."""
     since = None if window is None else now - window
     breakers: list[BreakerRow] = []
     metrics: list[FunctionMetrics] = []
@@ -171,8 +173,9 @@ def build_report(settings: Settings, db: StateDB | None, pools: PoolsReport | No
     if db is not None:
         ledger = Ledger(db)
         metrics = ledger.metrics(since)
-        functions = ledger.metrics(since, by=("function",))
-        backends = ledger.metrics(since, by=("backend",))
+        if rollups:
+            functions = ledger.metrics(since, by=("function",))
+            backends = ledger.metrics(since, by=("backend",))
         failures = ledger.failures(since, limit=FAILURES_SHOWN)
         spent_day, spent_month = ledger.spend(now - DAY), ledger.spend(now - MONTH)
         events = Events(db).since(since, limit=EVENTS_SHOWN)
@@ -298,9 +301,8 @@ def _perf(label: str, value: float, uom: str = "", *, warn: str = "", crit: str 
 
 def _number(value: float) -> str:
     """Plain decimal, never exponent notation (perfdata parsers do not read ``1e-05``)."""
-    if float(value).is_integer():
-        return str(int(value))
-    return f"{value:.9f}".rstrip("0").rstrip(".")
+    text = f"{value:.6f}".rstrip("0").rstrip(".")
+    return "0" if text == "-0" else text
 
 
 def _one_line(text: str) -> str:
