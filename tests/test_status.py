@@ -236,6 +236,12 @@ def test_human_tables_on_stdout(cli: Cli, db: StateDB) -> None:
         assert text in out, text
 
 
+def test_help_names_the_exit_codes_and_config_tables(cli: Cli) -> None:
+    text = " ".join(cli("status", "--help").stdout.split())
+    assert "against [budget]" in text and "over [status] error_rate" in text
+    assert "1 a breaker is open" in text and "3 UNKNOWN" in text
+
+
 # ---------------------------------------------------------------------------------------
 # Exit codes without --check
 
