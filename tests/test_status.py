@@ -497,6 +497,29 @@ def test_prometheus_file_refusals(cli: Cli, db: StateDB, tmp_path: Path, where: 
         ["dir.prom"] if where == "folder" else [])
 
 
+def test_prometheus_file_failing_midway_leaves_the_old_file(
+        cli: Cli, db: StateDB, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    seed(db)
+    folder = tmp_path / "textfile"
+    folder.mkdir()
+    target = folder / "canvascast.prom"
+    target.write_text("old\n")
+
+    def refuse(_src: str, _dst: str) -> None:
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(os, "rename", refuse)  # the step that puts the new file in place
+    result = status(cli, "--prometheus-file", str(target))
+    assert result.exit_code == 2 and str(target) in result.stderr
+    assert target.read_text() == "old\n"
+    assert [p.name for p in folder.iterdir()] == ["canvascast.prom"]  # the temp file went
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda path, mode, **kw: Path(path) != folder and (
+        real_access(path, mode, **kw)))
+    result = status(cli, "--prometheus-file", str(target))
+    assert result.exit_code == 2 and "not writable" in result.stderr
+
+
 @pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0,
                     reason="permissions do not bind root")
 def test_prometheus_file_in_a_read_only_folder(cli: Cli, db: StateDB, tmp_path: Path) -> None:
