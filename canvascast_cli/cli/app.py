@@ -29,6 +29,7 @@ from canvascast_cli.cli import (
     models_cmd,
     render,
     serve,
+    status_cmd,
     transcribe,
     warm_cmd,
 )
@@ -194,6 +195,12 @@ app.command(
     rich_help_panel="Operations",
 )(deploy_cmd.deploy_command)
 app.add_typer(warm_cmd.app, name="warm", cls=CommandGroup, rich_help_panel="Operations")
+app.command(
+    "status",
+    help=status_cmd.STATUS_HELP,
+    short_help="Breakers, warm pools, invocations, errors and spend (--prometheus, --check).",
+    rich_help_panel="Operations",
+)(status_cmd.status_command)
 app.add_typer(breaker_cmd.app, name="breaker", cls=CommandGroup, rich_help_panel="Operations")
 app.add_typer(jobs_cmd.app, name="jobs", cls=CommandGroup, rich_help_panel="Operations")
 app.add_typer(models_cmd.app, name="models", cls=CommandGroup, rich_help_panel="Operations")
