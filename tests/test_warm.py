@@ -179,6 +179,21 @@ def test_set_records_nothing_when_modal_is_unreachable(run: Callable[..., Result
     assert Events(state()).since() == []
 
 
+def test_set_says_so_when_modal_took_it_but_the_state_file_did_not(
+        run: Callable[..., Result], monkeypatch: pytest.MonkeyPatch) -> None:
+    from canvascast_cli.dispatch.state import StateBusy
+
+    def locked(*args: Any, **kwargs: Any) -> Any:
+        raise StateBusy("state.sqlite3 stayed locked by another process for over 10 s")
+
+    monkeypatch.setattr(Overrides, "set", locked)
+    result = run("warm", "set", "render_video", "--min", "1", "--json")
+    assert result.exit_code == 1
+    message = json.loads(result.stdout)["error"]["message"]
+    assert message.startswith("the override of render_video is set on Modal but was not "
+                              "recorded, so a redeploy will drop it (state.sqlite3 stayed")
+
+
 def test_reset_goes_back_to_modal_toml(run: Callable[..., Result], fleet: FakeFleet) -> None:
     assert run("warm", "set", "render_video", "--min", "3", "--buffer", "1").exit_code == 0
     result = run("warm", "reset", "render_video", "--json")

@@ -22,7 +22,7 @@ from canvascast_cli.cli import warm_schedule
 from canvascast_cli.cli.context import Application, command_app
 from canvascast_cli.cli.options import JsonFlag
 from canvascast_cli.cli.output import reporting
-from canvascast_cli.errors import EXIT_CODES_HELP, InvalidInput
+from canvascast_cli.errors import EXIT_CODES_HELP, CanvasCastError, InvalidInput
 
 if TYPE_CHECKING:
     from canvascast_cli.config import Settings
@@ -112,9 +112,15 @@ def set_(
         fleet = open_fleet(application, settings, "canvascast warm set")
         try:
             fleet.update(name, merged)  # Modal first: nothing is recorded if it refuses
-            recorded = overrides.set(name, merged, by=actor())
-            Events(db, clock=application.services.clock).record(
-                "warm_set", name, _describe(merged), by=recorded.set_by)
+            try:
+                recorded = overrides.set(name, merged, by=actor())
+                Events(db, clock=application.services.clock).record(
+                    "warm_set", name, _describe(merged), by=recorded.set_by)
+            except CanvasCastError as exc:
+                raise exc.rewritten(lambda text: (
+                    f"the override of {name} is set on Modal but was not recorded, so a "
+                    f"redeploy will drop it ({text}); fix that and run `canvascast warm "
+                    "set` again")) from None
             published = _publish(application, fleet, overrides)
         finally:
             fleet.close()
