@@ -339,6 +339,27 @@ def test_a_submit_that_keeps_failing_is_tried_attempts_times(
     assert rig.backend.count("submit") == 3 and rig.backend.count("status") == 0
     assert rig.failures() == 1
     assert any("falling back to local" in n for n in rig.notes)
+    # The local run is one ledger row of its own, written once it ended.
+    fallback = [r for r in rig.rows() if r.backend == "local"]
+    assert [(r.status, r.fallback_from, r.error_code) for r in fallback] == [
+        ("ok", "http", None)]
+    assert fallback[0].duration is not None
+
+
+def test_a_fallback_that_fails_is_recorded_failed(make: Callable[..., Rig],
+                                                  tmp_path: Path) -> None:
+    busy = errors.ServerError("HTTP 500")
+    rig = make([done()], submit_errors=[busy] * 9, remote_only=False)
+
+    def broken() -> str:
+        rig.clock.sleep(2.5)
+        raise errors.FFmpegError("ffmpeg failed (exit status 1)")
+
+    with pytest.raises(errors.FFmpegError):
+        run(rig, tmp_path, local=broken)
+    (fallback,) = [r for r in rig.rows() if r.backend == "local"]
+    assert (fallback.status, fallback.error_code) == ("failed", "FFMPEG_FAILED")
+    assert fallback.duration == pytest.approx(2.5)
 
 
 def test_a_job_that_fails_retryably_is_resubmitted(make: Callable[..., Rig],

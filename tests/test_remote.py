@@ -118,6 +118,32 @@ def test_render_via_http_equals_local(cli: Cli, remote_env: str, isolated_env: P
     assert TOKEN not in remote.stdout + remote.stderr + again.stdout + again.stderr
 
 
+def test_status_counts_the_job_api_like_production(cli: Cli, remote_env: str,
+                                                   media: Path) -> None:
+    """A dev loop through `canvascast serve` shows up in `status` (and its Prometheus
+    metrics) as backend http, beside a local run the same function fell back to."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    path = tiny_timeline(media)
+    assert cli("--json", "render", path, "-o", "a.mp4", "--remote").exit_code == 0
+    assert cli("--json", "render", path, "-o", "b.mp4", "--remote").exit_code == 0
+    status = cli("status", "--json")
+    assert status.exit_code == 0, status.stdout
+    doc = status.json()
+    (row,) = [m for m in doc["metrics"] if m["backend"] == "http"]
+    assert (row["function"], row["invocations"], row["successes"]) == ("render_video", 2, 2)
+    assert row["p50_duration"] > 0 and row["total_cost"] > 0
+    assert doc["health"] == "ok"
+    metrics = cli("status", "--prometheus")
+    assert metrics.exit_code == 0
+    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
+               for family in text_string_to_metric_families(metrics.stdout)
+               for s in family.samples}
+    key = ("modal_invocations_total", (("backend", "http"), ("function", "render_video"),
+                                       ("status", "ok")))
+    assert samples[key] == 2
+
+
 def test_transcribe_via_http_equals_local(cli: Cli, remote_env: str) -> None:
     narration = DEMO / "narration.flac"
     remote = cli("--json", "transcribe", narration, "--beam-size", "1", "--remote",

@@ -206,8 +206,13 @@ class Dispatcher:
             else:
                 self.note(f"[yellow]falling back to local:[/yellow] {self.choice.name} "
                           f"unavailable ({reason})")
-            self._record_fallback(job, reason)
-            value = local()
+            started = self.clock()
+            try:
+                value = local()
+            except BaseException as error:
+                self._record_fallback(job, reason, started, error)
+                raise
+            self._record_fallback(job, reason, started, None)
             return Outcome(value, backend="local", choice=self.choice,
                            fallback={"from": self.choice.name, "reason": reason})
 
@@ -435,13 +440,27 @@ class Dispatcher:
             billed_seconds=result.billed_seconds if result else None,
             startup_seconds=result.startup_seconds if result else None))
 
-    def _record_fallback(self, job: RemoteJob, reason: str) -> None:
-        from canvascast_cli.dispatch.ledger import Attempt
+    def _record_fallback(self, job: RemoteJob, reason: str, started: float,
+                         error: BaseException | None) -> None:
+        """The local run a remote one fell back to, once it ended: how long it took and
+        how it ended, so the operators' report counts it like any other attempt."""
+        from canvascast_cli.dispatch.ledger import Attempt, Status
+        from canvascast_cli.errors import Interrupted
 
+        status: Status
+        code: str | None
+        if error is None:
+            status, code = "ok", None
+        elif isinstance(error, (KeyboardInterrupt, Interrupted)):
+            status, code = "cancelled", "INTERRUPTED"
+        else:
+            status = "failed"
+            code = error.code if isinstance(error, CanvasCastError) else "JOB_FAILED"
         # The ledger is a record, never a reason to fail the job.
         with contextlib.suppress(CanvasCastError):
             self._ledger(self._state()).record(Attempt(
-                function=job.function, backend="local", started=self.clock(), status="ok",
+                function=job.function, backend="local", started=started, status=status,
+                duration=max(0.0, self.clock() - started), error_code=code,
                 fallback_from=self.choice.name, fallback_reason=reason[:500],
                 units=job.units, unit=job.unit))
 
