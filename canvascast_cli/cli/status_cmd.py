@@ -208,9 +208,10 @@ def _print(application: Application, report: Report) -> None:
                      collapse_padding=True)
         for column in columns:
             numeric = column[:1] in "$p" or column in (
-                "calls", "failed", "cold", "fallbacks", "failures", "runners", "backlog")
+                "calls", "failed", "cold", "fb", "failures", "runners", "backlog")
             grid.add_column(column, justify="right" if numeric else "left",
-                            no_wrap=column in ("function", "backend", "started", "at"),
+                            no_wrap=numeric or column in ("function", "backend", "started",
+                                                          "at", "opened", "next trial"),
                             overflow="fold")
         return grid
 
@@ -242,17 +243,18 @@ def _print(application: Application, report: Report) -> None:
 
     if report.metrics:
         grid = table(f"Invocations ({report.window})", "function", "backend", "calls",
-                     "failed", "p50 s", "p95 s", "cold", "fallbacks", "errors", "$ actual",
-                     "$ est.")
+                     "failed", "p50 s", "p95 s", "cold", "fb", "$", "errors")
         for m in [*report.metrics, *report.backends]:
             if m.function == "*" and m is report.backends[0]:
                 grid.add_section()
             grid.add_row("(all)" if m.function == "*" else m.function, m.backend,
                          str(m.invocations), str(m.failures), _secs(m.p50_duration),
                          _secs(m.p95_duration), str(m.cold_starts), str(m.fallbacks),
-                         " ".join(f"{c}:{n}" for c, n in m.error_codes.items()) or "-",
-                         f"{m.actual_cost:.4f}", f"{m.estimated_cost:.4f}")
+                         _usd(m.actual_cost, m.estimated_cost),
+                         " ".join(f"{c}:{n}" for c, n in m.error_codes.items()) or "-")
         console.print(grid)
+        console.print("fb: fallbacks (ran locally); $: actual cost, ~ where part is the "
+                      "estimate (`--json` has both)", style="dim")
     else:
         console.print(f"Invocations ({report.window}): none")
 
@@ -280,7 +282,13 @@ def _print(application: Application, report: Report) -> None:
 def _when(at: float | None) -> str:
     if at is None:
         return "-"
-    return dt.datetime.fromtimestamp(at).strftime("%m-%d %H:%M:%S")
+    return dt.datetime.fromtimestamp(at).strftime("%m-%d %H:%M")
+
+
+def _usd(actual: float, estimated: float) -> str:
+    total = actual + estimated
+    text = f"{total:.4f}" if 0 < total < 0.01 else f"{total:.2f}"
+    return ("~" if estimated else "") + text
 
 
 def _secs(value: float | None) -> str:
