@@ -53,10 +53,15 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
 
+# Modal's rule for environment names: letters, digits, dashes, periods, underscores; < 64.
+ENVIRONMENT_PATTERN = r"^[A-Za-z0-9._-]{1,63}$"
+
+
 class AppConfig(_Strict):
     name: str = Field("canvascast", pattern=r"^[a-z0-9][a-z0-9-]{0,62}$",
                       description="Modal app name the functions are deployed under.")
-    environment: str | None = Field(None, description="Modal environment (default: the profile's).")
+    environment: str | None = Field(None, pattern=ENVIRONMENT_PATTERN,
+                                    description="Modal environment (default: the profile's).")
     endpoint: str | None = Field(
         None, description="Base URL of the job API (the HTTP backend): http(s), no "
         "credentials (the token goes in MODAL_TOKEN), without /v1.")

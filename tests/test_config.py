@@ -221,3 +221,11 @@ def test_utf16_file_is_not_utf8(tmp_path: Path, cli: Cli) -> None:
     bom = tmp_path / "bom.toml"
     bom.write_bytes(b"\xef\xbb\xbf[app]\nname = \"x\"\n")
     assert load_config(bom, env={}).settings.app.name == "x"
+
+
+def test_a_modal_environment_name_is_checked() -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(search=False, env={"CANVASCAST_APP__ENVIRONMENT": "prod/eu"})
+    assert "app.environment" in str(info.value.details)
+    ok = load_config(search=False, env={"CANVASCAST_APP__ENVIRONMENT": "prod-eu.2"})
+    assert ok.settings.app.environment == "prod-eu.2"

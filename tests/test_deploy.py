@@ -536,3 +536,9 @@ def test_the_ci_workflow_runs_commands_that_exist() -> None:
             "MODAL_TOKEN_SECRET": "${{ secrets.MODAL_TOKEN_SECRET }}"} in step_env
     assert "secrets." not in json.dumps(workflow["jobs"]["plan"])
     assert any("pip install -c requirements.lock" in run for run in runs)
+
+
+def test_a_bad_environment_name_is_exit_2(cli: Cli, no_token: None) -> None:
+    result = cli("--json", "deploy", "--dry-run", "--env", "bad env!")
+    assert result.exit_code == 2
+    assert json.loads(result.stdout)["error"]["message"].startswith("--env: 'bad env!'")

@@ -69,7 +69,15 @@ def deploy_command(
         if config.path is not None:
             environ["CANVASCAST_CONFIG"] = str(config.path)
         settings = config.settings
-        if environment:
+        if environment is not None:
+            import re
+
+            from canvascast_cli.config import ENVIRONMENT_PATTERN
+            from canvascast_cli.errors import InvalidInput
+
+            if not re.fullmatch(ENVIRONMENT_PATTERN, environment):
+                raise InvalidInput(f"--env: {environment!r}; a Modal environment name is "
+                                   "1-63 letters, digits, dashes, periods or underscores")
             settings = settings.model_copy(update={
                 "app": settings.app.model_copy(update={"environment": environment})})
         target = settings.app.environment
