@@ -178,33 +178,6 @@ def test_no_token_is_exit_2_at_once(cli: Cli, no_token: None) -> None:
     assert text.exit_code == 2 and "MODAL_TOKEN_ID" in text.stderr and not text.stdout
 
 
-@pytest.fixture
-def black_hole() -> Iterator[str]:
-    """A TCP server that accepts connections and never answers."""
-    server = socket.socket()
-    server.bind(("127.0.0.1", 0))
-    server.listen(64)
-    held: list[socket.socket] = []
-    stop = threading.Event()
-
-    def accept() -> None:
-        server.settimeout(0.2)
-        while not stop.is_set():
-            try:
-                held.append(server.accept()[0])
-            except OSError:
-                continue
-
-    thread = threading.Thread(target=accept, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.getsockname()[1]}"
-    stop.set()
-    thread.join(2)
-    for conn in held:
-        conn.close()
-    server.close()
-
-
 def closed_port() -> str:
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))

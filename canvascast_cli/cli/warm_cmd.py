@@ -27,6 +27,7 @@ from canvascast_cli.errors import EXIT_CODES_HELP, CanvasCastError, InvalidInput
 if TYPE_CHECKING:
     from canvascast_cli.config import Settings
     from canvascast_cli.ops.fleet import Autoscaler
+    from canvascast_cli.ops.overrides import Overrides
     from canvascast_cli.ops.pools import PoolsReport
 
 app = typer.Typer(
@@ -89,10 +90,10 @@ def set_(
     application = command_app(ctx, json_output)
     out = application.out
     with reporting(out):
-        from canvascast_cli.cli.ops_common import open_fleet, state_db
+        from canvascast_cli.cli.ops_common import open_fleet
         from canvascast_cli.ops import pools
         from canvascast_cli.ops.fleet import Autoscaler
-        from canvascast_cli.ops.overrides import Events, Overrides, actor
+        from canvascast_cli.ops.overrides import Events, actor
         from canvascast_cli.records import dump
 
         name = _function(function)
@@ -101,12 +102,8 @@ def set_(
         if not asked.given():
             raise InvalidInput("give at least one of --min, --max, --buffer, --scaledown")
         settings = _settings(application)
-        db = state_db()
-        overrides = Overrides(db, settings.app.name, clock=application.services.clock)
-        now = application.services.clock()
-        earlier = overrides.get(name)
-        before = pools.target(settings, name, earlier.settings if earlier else None, now)
-        merged = asked.over(earlier.settings) if earlier else asked
+        overrides, earlier, before, now = _in_force(application, settings, name)
+        merged = asked.over(earlier) if earlier else asked
         after = pools.target(settings, name, merged, now)
         _check_bounds(after)
         fleet = open_fleet(application, settings, "canvascast warm set")
@@ -114,7 +111,7 @@ def set_(
             fleet.update(name, merged)  # Modal first: nothing is recorded if it refuses
             try:
                 recorded = overrides.set(name, merged, by=actor())
-                Events(db, clock=application.services.clock).record(
+                Events(overrides.db, clock=application.services.clock).record(
                     "warm_set", name, _describe(merged), by=recorded.set_by)
             except CanvasCastError as exc:
                 raise exc.rewritten(lambda text: (
@@ -141,24 +138,20 @@ def reset(ctx: typer.Context, function: FunctionArg, json_output: JsonFlag = Fal
     application = command_app(ctx, json_output)
     out = application.out
     with reporting(out):
-        from canvascast_cli.cli.ops_common import open_fleet, state_db
+        from canvascast_cli.cli.ops_common import open_fleet
         from canvascast_cli.ops import pools
-        from canvascast_cli.ops.overrides import Events, Overrides, actor
+        from canvascast_cli.ops.overrides import Events, actor
         from canvascast_cli.records import dump
 
         name = _function(function)
         settings = _settings(application)
-        db = state_db()
-        overrides = Overrides(db, settings.app.name, clock=application.services.clock)
-        now = application.services.clock()
-        earlier = overrides.get(name)
-        before = pools.target(settings, name, earlier.settings if earlier else None, now)
+        overrides, _earlier, before, now = _in_force(application, settings, name)
         after = pools.target(settings, name, None, now)
         fleet = open_fleet(application, settings, "canvascast warm reset")
         try:
             fleet.update(name, after)
             had = overrides.clear(name)
-            Events(db, clock=application.services.clock).record(
+            Events(overrides.db, clock=application.services.clock).record(
                 "warm_reset", name, _describe(after), by=actor())
             published = _publish(application, fleet, overrides)
         finally:
@@ -207,6 +200,21 @@ app.command("schedule", short_help="The warm windows, the next change, the weekl
     warm_schedule.schedule_command)
 
 # ---------------------------------------------------------------------------------------
+
+
+def _in_force(application: Application, settings: Settings, name: str
+              ) -> tuple[Overrides, Autoscaler | None, Autoscaler, float]:
+    """The state file's overrides, ``name``'s override (if any), the settings in force
+    for it now (configured, window, override) and now."""
+    from canvascast_cli.cli.ops_common import state_db
+    from canvascast_cli.ops.overrides import Overrides
+    from canvascast_cli.ops.pools import target
+
+    overrides = Overrides(state_db(), settings.app.name, clock=application.services.clock)
+    now = application.services.clock()
+    earlier = overrides.get(name)
+    override = earlier.settings if earlier else None
+    return overrides, override, target(settings, name, override, now), now
 
 
 def _pools(application: Application, settings: Settings, doing: str) -> PoolsReport:
