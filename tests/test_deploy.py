@@ -396,9 +396,11 @@ open(result, "w").write(json.dumps({"result": {
 
 
 class FakeFleet:
-    def __init__(self, fail: set[str] = frozenset()) -> None:  # type: ignore[assignment]
+    def __init__(self, fail: set[str] = frozenset(),  # type: ignore[assignment]
+                 published: dict[str, Autoscaler] | None = None) -> None:
         self.updates: list[tuple[str, Autoscaler]] = []
         self.fail = fail
+        self.published = dict(published or {})
         self.closed = False
 
     def settings(self, function: str) -> Autoscaler:
@@ -419,8 +421,11 @@ class FakeFleet:
     def web_url(self, function: str) -> str | None:
         return None
 
-    def publish_overrides(self, overrides: Any) -> None:
-        return None
+    def published_overrides(self) -> dict[str, Autoscaler]:
+        return dict(self.published)
+
+    def publish_override(self, function: str, settings: Autoscaler | None) -> None:
+        raise AssertionError("a deploy publishes nothing")
 
     def close(self) -> None:
         self.closed = True
@@ -465,6 +470,27 @@ def test_a_deploy_reapplies_overrides_and_records_the_event(
     assert "re-applied warm override for render_video: min_containers=2" in text.stderr
     assert "fake modal: deploying" in text.stderr
     assert TOKEN_SECRET not in text.stdout + text.stderr
+
+
+def test_a_deploy_from_ci_applies_the_published_overrides(
+        cli: Cli, token: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """CI has no state file of its own: the overrides operators published (warm set on
+    their machines) are applied again, over this machine's for the same function."""
+    from canvascast_cli.cli.ops_common import state_db
+    from canvascast_cli.ops.overrides import Overrides
+
+    child = tmp_path / "child.py"
+    child.write_text(FAKE_CHILD)
+    monkeypatch.setattr(ops_deploy, "CHILD", (sys.executable, str(child)))
+    Overrides(state_db(), "canvascast").set("render_video", Autoscaler(min_containers=9))
+    fleet = FakeFleet(published={"render_video": Autoscaler(min_containers=1),
+                                 "generate_images": Autoscaler(scaledown_window=300)})
+    result = cli("--config", MODAL_TOML, "deploy", "--json",
+                 services=Services(fleet=lambda settings: fleet))
+    assert result.exit_code == 0, result.stdout + result.stderr
+    assert sorted(fleet.updates) == [
+        ("generate_images", Autoscaler(scaledown_window=300)),
+        ("render_video", Autoscaler(min_containers=1))]
 
 
 # ---------------------------------------------------------------------------------------

@@ -54,6 +54,13 @@ class FakeFleet:
         self.calls.append(f"stats {function}")
         return PoolStats(runners=self.runners, backlog=self.backlog)
 
+    def published_overrides(self) -> dict[str, Autoscaler]:
+        self.calls.append("published")
+        if not self.reachable:
+            raise ModalUnavailable("read the warm-pool overrides: Modal did not answer "
+                                   "within 5 s")
+        return {}
+
     def close(self) -> None:
         self.closed = True
 
@@ -277,7 +284,7 @@ def test_an_unreachable_modal_is_shown_not_an_exit_code(cli: Cli, db: StateDB) -
     data = result.json()
     assert data["pools"]["reachable"] is False and "did not answer" in data["pools"]["error"]
     assert data["health"] == "unknown"
-    assert fleet.calls == ["settings render_video"] and fleet.closed
+    assert fleet.calls == ["published"] and fleet.closed
     assert "Modal unreachable" in status(cli, fleet=FakeFleet(reachable=False)).stdout
 
 

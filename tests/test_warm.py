@@ -43,7 +43,7 @@ class FakeFleet:
         self.calls: list[tuple[str, Any, ...]] = []
         self.unreachable = unreachable
         self.missing = missing
-        self.published: list[dict[str, Autoscaler]] = []
+        self.published: dict[str, Autoscaler] = {}
         self.closed = False
 
     def _check(self, function: str) -> None:
@@ -79,9 +79,19 @@ class FakeFleet:
     def web_url(self, function: str) -> str | None:
         return None
 
-    def publish_overrides(self, overrides: Any) -> None:
-        self.calls.append(("publish", dict(overrides)))
-        self.published.append(dict(overrides))
+    def published_overrides(self) -> dict[str, Autoscaler]:
+        self.calls.append(("published",))
+        if self.unreachable:
+            raise ModalUnavailable("read the warm-pool overrides: Modal did not answer "
+                                   "within 5 s")
+        return dict(self.published)
+
+    def publish_override(self, function: str, settings: Autoscaler | None) -> None:
+        self.calls.append(("publish", function, settings))
+        if settings is None:
+            self.published.pop(function, None)
+        else:
+            self.published[function] = settings
 
     def close(self) -> None:
         self.closed = True
@@ -125,7 +135,7 @@ def test_set_updates_modal_records_and_prints_the_cost(run: Callable[..., Result
     assert body["idle_usd_per_hour_added"] == pytest.approx(2 * RENDER_RATE * 3600, abs=1e-6)
     assert body["idle_usd_per_day_added"] == pytest.approx(2 * RENDER_RATE * 86400, abs=1e-6)
     assert body["published"] is True
-    assert fleet.published[-1] == {"render_video": Autoscaler(min_containers=2,
+    assert fleet.published == {"render_video": Autoscaler(min_containers=2,
                                                               scaledown_window=300)}
     (override,) = Overrides(state(), "canvascast").all().values()
     assert override.settings == Autoscaler(min_containers=2, scaledown_window=300)
@@ -202,7 +212,7 @@ def test_reset_goes_back_to_modal_toml(run: Callable[..., Result], fleet: FakeFl
         min_containers=0, max_containers=5, buffer_containers=0, scaledown_window=120))
     assert body["idle_usd_per_hour_added"] == pytest.approx(-3 * RENDER_RATE * 3600, abs=1e-6)
     assert Overrides(state(), "canvascast").all() == {}
-    assert fleet.published[-1] == {}
+    assert fleet.published == {}
     assert [e.kind for e in Events(state()).since()] == ["warm_set", "warm_reset"]
 
 
@@ -325,6 +335,18 @@ class Aio:
         return self.result
 
 
+class AioCall(Aio):
+    """A Modal SDK method whose ``.aio`` runs ``fn`` (a Dict's get and put)."""
+
+    def __init__(self, log: list[Any], name: str, fn: Callable[..., Any]) -> None:
+        super().__init__(log, name)
+        self.fn = fn
+
+    async def aio(self, *args: Any, **kwargs: Any) -> Any:
+        self.log.append((self.name, args, kwargs))
+        return self.fn(*args, **kwargs)
+
+
 class FakeSdk:
     def __init__(self, *, delay: float = 0.0, error: BaseException | None = None) -> None:
         from types import SimpleNamespace
@@ -345,7 +367,9 @@ class FakeSdk:
             remote=Aio(log, "remote", error or {"pong": True, "container_id": "ta-9",
                                                 "cold_start": False}),
             get_web_url=Aio(log, "get_web_url", "https://x--api.modal.run"))
-        store = SimpleNamespace(put=Aio(log, "dict.put", None))
+        self.stored: dict[str, Any] = {}
+        store = SimpleNamespace(get=AioCall(log, "dict.get", self.stored.get),
+                                put=AioCall(log, "dict.put", self.stored.__setitem__))
 
         def function_from_name(app: str, name: str, *, environment_name: str | None = None
                                ) -> Any:
@@ -372,7 +396,9 @@ def test_modal_fleet_speaks_the_sdk() -> None:
                                                          running_inputs=1)
         fleet.update("render_video", Autoscaler(min_containers=2))
         ping = fleet.ping("render_video", 10)
-        fleet.publish_overrides({"render_video": Autoscaler(min_containers=2)})
+        fleet.publish_override("render_video", Autoscaler(min_containers=2))
+        fleet.publish_override("transcribe_audio", Autoscaler(min_containers=1))
+        fleet.publish_override("render_video", None)
     finally:
         fleet.close()
     assert ping.cold_start is False and ping.container_id == "ta-9" and ping.latency >= 0
@@ -383,6 +409,11 @@ def test_modal_fleet_speaks_the_sdk() -> None:
     assert ("remote", (dict(PING_PAYLOAD),), {}) in calls
     assert ("Dict.from_name", ("canvascast-progress",), {"create_if_missing": True}) in calls
     assert ("dict.put", (OVERRIDES_KEY, {"render_video": {"min_containers": 2}}), {}) in calls
+    # Each publish changes its own function's entry only.
+    assert sdk.stored[OVERRIDES_KEY] == {"transcribe_audio": {"min_containers": 1}}
+    assert ("dict.put", (OVERRIDES_KEY, {"render_video": {"min_containers": 2},
+                                         "transcribe_audio": {"min_containers": 1}}), {}) \
+        in calls
     # One lazy handle per function: looked up once.
     assert sum(1 for c in calls if c[0] == "Function.from_name") == 1
 

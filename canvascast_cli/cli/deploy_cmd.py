@@ -125,30 +125,37 @@ def _stdout(application: Application) -> Console:
 
 
 def _reapply(application: Application, settings: Settings) -> list[dict[str, Any]]:
-    """The operator's overrides, applied again; problems are warnings."""
+    """The operators' overrides, applied again (Modal dropped them with the redeploy):
+    those published in the app's progress Dict — set with `canvascast warm set` on any
+    machine, so a deploy from CI keeps them — over those in this machine's state file.
+    Problems are warnings: the deploy itself succeeded."""
     from canvascast_cli.cli.ops_common import open_fleet, state_db
     from canvascast_cli.ops.deploy import reapply_overrides
     from canvascast_cli.ops.overrides import Overrides
     from canvascast_cli.records import dump
 
     out = application.out
+    overrides = {}
     try:
-        overrides = Overrides(state_db(), settings.app.name).all()
+        overrides = {name: o.settings
+                     for name, o in Overrides(state_db(), settings.app.name).all().items()}
     except Exception as exc:
-        out.warn(f"the warm-pool overrides could not be read from the state file ({exc}); "
-                 "none were applied again")
-        return []
-    if not overrides:
-        return []
+        out.warn(f"the warm-pool overrides could not be read from the state file ({exc})")
     try:
         fleet = open_fleet(application, settings, "canvascast deploy")
     except Exception as exc:
         message = getattr(exc, "message", str(exc))
-        out.warn(f"the warm-pool overrides were not applied again: {message}")
-        return [{"function": name, "settings": o.settings.given(), "ok": False,
-                 "error": message} for name, o in overrides.items()]
+        if overrides:
+            out.warn(f"the warm-pool overrides were not applied again: {message}")
+        return [{"function": name, "settings": o.given(), "ok": False, "error": message}
+                for name, o in overrides.items()]
     try:
-        done = reapply_overrides(fleet, {name: o.settings for name, o in overrides.items()})
+        try:
+            overrides.update(fleet.published_overrides())
+        except Exception as exc:
+            out.warn("the published warm-pool overrides could not be read "
+                     f"({getattr(exc, 'message', exc)}); this machine's were applied")
+        done = reapply_overrides(fleet, overrides) if overrides else []
     finally:
         fleet.close()
     for item in done:

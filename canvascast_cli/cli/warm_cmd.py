@@ -118,7 +118,7 @@ def set_(
                     f"the override of {name} is set on Modal but was not recorded, so a "
                     f"redeploy will drop it ({text}); fix that and run `canvascast warm "
                     "set` again")) from None
-            published = _publish(application, fleet, overrides)
+            published = _publish(application, fleet, name, merged)
         finally:
             fleet.close()
         added = _added(settings, name, before, after)
@@ -153,7 +153,7 @@ def reset(ctx: typer.Context, function: FunctionArg, json_output: JsonFlag = Fal
             had = overrides.clear(name)
             Events(overrides.db, clock=application.services.clock).record(
                 "warm_reset", name, _describe(after), by=actor())
-            published = _publish(application, fleet, overrides)
+            published = _publish(application, fleet, name, None)
         finally:
             fleet.close()
         added = _added(settings, name, before, after)
@@ -319,14 +319,17 @@ def _note_cost(application: Application, added: dict[str, Any]) -> None:
         f"${abs(per_day):.2f} a day idle")
 
 
-def _publish(application: Application, fleet: Any, overrides: Any) -> bool:
-    """Tell the reconciler on Modal (which would otherwise undo an override at its next
-    run) what the overrides are; a failure is a warning: the override itself is set."""
+def _publish(application: Application, fleet: Any, function: str,
+             settings: Autoscaler | None) -> bool:
+    """Publish ``function``'s override (None: drop it) where every machine sees it: the
+    reconciler on Modal (which would otherwise undo it at its next run) and a deploy from
+    CI (which applies the published overrides again). A failure is a warning: the
+    override itself is set."""
     try:
-        fleet.publish_overrides({fn: o.settings for fn, o in overrides.all().items()})
+        fleet.publish_override(function, settings)
     except Exception as exc:
-        application.out.warn(f"the warm-pool reconciler was not told of the overrides "
-                             f"({exc}); its next run may undo this until `canvascast warm "
-                             "set` is run again")
+        application.out.warn(f"the override of {function} was not published ({exc}): the "
+                             "reconciler may undo it, and a deploy from another machine "
+                             "will not apply it again; run `canvascast warm set` again")
         return False
     return True

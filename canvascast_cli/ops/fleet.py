@@ -5,7 +5,9 @@
     update    fn.autoscaler.update(...)    an override (``update_autoscaler`` is deprecated)
     ping      fn.remote(PING_PAYLOAD)      one minimal invocation: latency, cold or warm
     web_url   api.get_web_url()            the job API's URL after a deploy
-    publish   Dict.put(OVERRIDES_KEY, ...)  the operator's overrides, for the reconciler
+    published / publish_override
+              the app's progress Dict, OVERRIDES_KEY: the operators' overrides, shared by
+              every machine (``warm set`` anywhere, the reconciler, a deploy from CI)
 
 With a token but no network the SDK waits ~60 s per call before it gives up; every call
 here is ``asyncio.wait_for(... .aio(...), timeout)`` on the fleet's own event loop, so an
@@ -92,7 +94,9 @@ class Fleet(Protocol):
 
     def web_url(self, function: str) -> str | None: ...
 
-    def publish_overrides(self, overrides: Mapping[str, Autoscaler]) -> None: ...
+    def published_overrides(self) -> dict[str, Autoscaler]: ...
+
+    def publish_override(self, function: str, settings: Autoscaler | None) -> None: ...
 
     def close(self) -> None: ...
 
@@ -161,18 +165,35 @@ class ModalFleet:
         url = self._run(self._fn(function).get_web_url.aio(), f"read {function}'s URL")
         return str(url) if url else None
 
-    def publish_overrides(self, overrides: Mapping[str, Autoscaler]) -> None:
-        """Put the operator's overrides where the warm-pool reconciler on Modal reads them
-        (the app's progress Dict), so a scheduled run does not undo them."""
-        from canvascast_cli.protocol.modal_calls import progress_dict_name
+    def published_overrides(self) -> dict[str, Autoscaler]:
+        """The overrides operators published (``warm set`` on any machine): what the
+        reconciler keeps and a deploy applies again. Entries that cannot be read are
+        skipped (``parse_overrides``)."""
+        raw = self._run(self._overrides_store().get.aio(OVERRIDES_KEY),
+                        "read the warm-pool overrides")
+        return parse_overrides(raw)[0]
 
-        store = self._sdk.Dict.from_name(progress_dict_name(self.app_name),
-                                         environment_name=self.environment,
-                                         create_if_missing=True)
-        value = {function: settings.given() for function, settings in overrides.items()}
-        self._run(store.put.aio(OVERRIDES_KEY, value), "record the warm-pool overrides")
+    def publish_override(self, function: str, settings: Autoscaler | None) -> None:
+        """Set (None: drop) ``function``'s entry among the published overrides, leaving
+        the other functions' entries as they are."""
+        store = self._overrides_store()
+        current = parse_overrides(self._run(store.get.aio(OVERRIDES_KEY),
+                                            "read the warm-pool overrides"))[0]
+        if settings is None:
+            current.pop(function, None)
+        else:
+            current[function] = settings
+        value = {name: entry.given() for name, entry in sorted(current.items())}
+        self._run(store.put.aio(OVERRIDES_KEY, value), "publish the warm-pool overrides")
 
     # -----------------------------------------------------------------------------------
+
+    def _overrides_store(self) -> Any:
+        from canvascast_cli.protocol.modal_calls import progress_dict_name
+
+        return self._sdk.Dict.from_name(progress_dict_name(self.app_name),
+                                        environment_name=self.environment,
+                                        create_if_missing=True)
 
     def _fn(self, function: str) -> Any:
         if function not in self._functions:  # a lazy handle: no network until used
@@ -206,3 +227,29 @@ class ModalFleet:
 
     def _where(self) -> str:
         return f" in environment {self.environment!r}" if self.environment else ""
+
+
+def parse_overrides(raw: Any) -> tuple[dict[str, Autoscaler], list[str]]:
+    """The overrides kept under ``OVERRIDES_KEY`` (``{function: {field: value}}``, other
+    keys in an entry ignored) and a line per entry that could not be read (skipped)."""
+    if raw is None:
+        return {}, []
+    if not isinstance(raw, Mapping):
+        return {}, [f"{OVERRIDES_KEY}: expected a table of functions, got "
+                    f"{type(raw).__name__}"]
+    found: dict[str, Autoscaler] = {}
+    problems: list[str] = []
+    for function, entry in raw.items():
+        if not isinstance(entry, Mapping):
+            problems.append(f"{OVERRIDES_KEY}: {function}: expected a table, got "
+                            f"{type(entry).__name__}")
+            continue
+        values = {k: entry[k] for k in AUTOSCALER_FIELDS if entry.get(k) is not None}
+        if any(isinstance(v, bool) or not isinstance(v, int) for v in values.values()):
+            problems.append(f"{OVERRIDES_KEY}: {function}: not whole numbers: {values}")
+            continue
+        try:
+            found[str(function)] = Autoscaler(**values)
+        except (TypeError, ValueError) as exc:
+            problems.append(f"{OVERRIDES_KEY}: {function}: {exc}")
+    return found, problems

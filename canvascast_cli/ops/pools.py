@@ -5,7 +5,9 @@ Per function, four readings of Modal's autoscaler and what they cost:
     configured  modal.toml's [functions.<name>] (what a deploy sets)
     window      what [[warm.windows]] say min_containers should be now (the reconciler
                 on Modal sets it; ``ops.windows``)
-    override    an operator's ``canvascast warm set``, recorded in the state file
+    override    an operator's ``canvascast warm set``: published in the app's progress
+                Dict for every machine (when Modal can be asked), and recorded in the
+                state file of the machine that set it
     target      what should be in force: configured, raised by a window, replaced
                 field by field by an override
     live        what Modal runs (``fn.autoscaler.settings()``), with its live runners and
@@ -106,9 +108,16 @@ def pools_report(settings: Settings, overrides: Mapping[str, Override], fleet: F
     rows: list[PoolRow] = []
     reachable: bool | None = None if fleet is None else True
     error: str | None = None
+    # This machine's overrides, then those published for every machine (which win: the
+    # reconciler and a deploy from CI act on them).
+    in_force = {function: o.settings for function, o in overrides.items()}
+    if fleet is not None:
+        try:
+            in_force.update(fleet.published_overrides())
+        except CanvasCastError as exc:  # unreachable, or the token refused: stop asking
+            reachable, error = False, exc.message
     for function in FUNCTIONS:
-        recorded = overrides.get(function)
-        override = recorded.settings if recorded is not None else None
+        override = in_force.get(function)
         goal = target(settings, function, override, now)
         live = runners = backlog = None
         if fleet is not None and reachable:

@@ -34,11 +34,13 @@ from canvascast_cli.config import (
     function_cost_per_second,
 )
 from canvascast_cli.ops.fleet import (  # OVERRIDES_KEY: where warm set publishes them
-    AUTOSCALER_FIELDS,
     OVERRIDES_KEY,
     Autoscaler,
     Fleet,
+    parse_overrides,
 )
+
+__all__ = ["OVERRIDES_KEY", "parse_overrides"]  # the reconciler reads the overrides so
 
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 DAY_MINUTES = 24 * 60
@@ -340,29 +342,3 @@ def reconcile(settings: Settings, fleet: Fleet, at: datetime,
     if errors:
         raise ReconcileError(applied, errors)
     return applied
-
-
-def parse_overrides(raw: Any) -> tuple[dict[str, Autoscaler], list[str]]:
-    """The overrides kept under ``OVERRIDES_KEY`` (``{function: {field: value}}``, other
-    keys in an entry ignored) and a line per entry that could not be read (skipped)."""
-    if raw is None:
-        return {}, []
-    if not isinstance(raw, Mapping):
-        return {}, [f"{OVERRIDES_KEY}: expected a table of functions, got "
-                    f"{type(raw).__name__}"]
-    found: dict[str, Autoscaler] = {}
-    problems: list[str] = []
-    for function, entry in raw.items():
-        if not isinstance(entry, Mapping):
-            problems.append(f"{OVERRIDES_KEY}: {function}: expected a table, got "
-                            f"{type(entry).__name__}")
-            continue
-        values = {k: entry[k] for k in AUTOSCALER_FIELDS if entry.get(k) is not None}
-        if any(isinstance(v, bool) or not isinstance(v, int) for v in values.values()):
-            problems.append(f"{OVERRIDES_KEY}: {function}: not whole numbers: {values}")
-            continue
-        try:
-            found[str(function)] = Autoscaler(**values)
-        except (TypeError, ValueError) as exc:
-            problems.append(f"{OVERRIDES_KEY}: {function}: {exc}")
-    return found, problems
