@@ -214,6 +214,36 @@ class WarmConfig(_Strict):
         return value
 
 
+class StorageConfig(_Strict):
+    """Where ``--upload`` puts results: Supabase Storage, or a folder (``local``)."""
+
+    provider: Literal["local", "supabase"] = Field(
+        "local", description="local: a folder (local_dir); supabase: Supabase Storage.")
+    upload: bool = Field(False, description="Upload every result (the default of --upload).")
+    bucket: str = Field("canvascast", pattern=r"^[a-z0-9][a-z0-9._-]{1,61}[a-z0-9]$",
+                        description="Supabase Storage bucket.")
+    prefix: str = Field("", pattern=r"^([A-Za-z0-9._-]+/)*$",
+                        description="Folder inside the bucket, ending in / (or empty).")
+    url_env: str = Field("SUPABASE_URL", pattern=r"^[A-Z_][A-Z0-9_]*$",
+                         description="Environment variable holding the project's URL.")
+    key_env: str = Field("SUPABASE_SERVICE_KEY", pattern=r"^[A-Z_][A-Z0-9_]*$",
+                         description="Environment variable holding the service key.")
+    signed_url_expiry: int = Field(3600, ge=60, le=604800,
+                                   description="Seconds a signed URL stays valid.")
+    local_dir: str | None = Field(None, description="provider local: the folder results "
+                                  "are copied into (content-addressed); unset: the "
+                                  "state folder's artifacts/.")
+
+
+class CacheConfig(_Strict):
+    """Results kept so the same job never runs twice (``canvascast cache``)."""
+
+    enabled: bool = Field(True, description="Look up and keep results (--no-cache skips).")
+    max_gb: float = Field(5.0, gt=0, le=100_000,
+                          description="The local cache's size cap, GB (least recently "
+                          "used go first).")
+
+
 class BudgetConfig(_Strict):
     """Spend the status report compares the ledger's cost with (unset: none)."""
 
@@ -252,6 +282,8 @@ class Settings(_Strict):
     retention: RetentionConfig = RetentionConfig()
     budget: BudgetConfig = BudgetConfig()
     status: StatusConfig = StatusConfig()
+    storage: StorageConfig = StorageConfig()
+    cache: CacheConfig = CacheConfig()
 
     @model_validator(mode="after")
     def _windows_fit(self) -> Settings:
