@@ -38,4 +38,8 @@ MODAL_ENVIRONMENT = "MODAL_ENVIRONMENT"
 MODAL_CONFIG_PATH = "MODAL_CONFIG_PATH"  # where the Modal SDK keeps its profiles
 MODAL_ROLE = "CANVASCAST_MODAL_ROLE"  # set in each Modal image: which job it serves
 
-SECRETS = (MODAL_TOKEN, MODAL_TOKEN_SECRET, *GEMINI_KEYS)
+# Supabase Storage (artifacts): the default names [storage] url_env and key_env give.
+SUPABASE_URL = "SUPABASE_URL"
+SUPABASE_SERVICE_KEY = "SUPABASE_SERVICE_KEY"
+
+SECRETS = (MODAL_TOKEN, MODAL_TOKEN_SECRET, *GEMINI_KEYS, SUPABASE_SERVICE_KEY)
