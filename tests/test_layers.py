@@ -46,6 +46,9 @@ RULES: list[tuple[str, str, str]] = [
      "only the fleet and the windows of the operators' half"),
     ("canvascast_cli/engines", r"canvascast_cli\.(cli|dispatch|server|protocol)\b", "engines "
      "are the work itself, the same everywhere"),
+    ("canvascast_cli/storage", r"canvascast_cli\.(?!(config|errors|net|retry|records|env|"
+     r"paths|atomic|protocol|storage)\b)", "the artifact store stands on the leaf modules "
+     "and protocol's sha256 helpers: never the CLI, dispatch, server, engines or ops"),
     *[(f"canvascast_cli/{leaf}.py",
        r"canvascast_cli\.(cli|dispatch|server|protocol|engines)\b",
        "a leaf module imports no layer above it") for leaf in LEAVES],
