@@ -215,11 +215,11 @@ class WarmConfig(_Strict):
 
 
 class StorageConfig(_Strict):
-    """Where ``--upload`` puts results: Supabase Storage, or a folder (``local``)."""
+    """Where uploaded results go: Supabase Storage, or a folder (``local``)."""
 
     provider: Literal["local", "supabase"] = Field(
         "local", description="local: a folder (local_dir); supabase: Supabase Storage.")
-    upload: bool = Field(False, description="Upload every result (the default of --upload).")
+    upload: bool = Field(False, description="Upload every result (the jobs' upload default).")
     bucket: str = Field("canvascast", pattern=r"^[a-z0-9][a-z0-9._-]{1,61}[a-z0-9]$",
                         description="Supabase Storage bucket.")
     prefix: str = Field("", pattern=r"^([A-Za-z0-9._-]+/)*$",
@@ -238,7 +238,8 @@ class StorageConfig(_Strict):
 class CacheConfig(_Strict):
     """Results kept so the same job never runs twice (``canvascast cache``)."""
 
-    enabled: bool = Field(True, description="Look up and keep results (--no-cache skips).")
+    enabled: bool = Field(True, description="Look up and keep results (a job's no-cache flag "
+                          "skips it).")
     max_gb: float = Field(5.0, gt=0, le=100_000,
                           description="The local cache's size cap, GB (least recently "
                           "used go first).")
