@@ -44,6 +44,8 @@ RULES: list[tuple[str, str, str]] = [
      "the Modal app's reconciler uses the windows: they stay off the client's layers"),
     ("modal_functions", r"canvascast_cli\.ops\.(?!fleet\b|windows\b)", "the Modal app uses "
      "only the fleet and the windows of the operators' half"),
+    ("canvascast_cli/cache", r"canvascast_cli\.(dispatch|server|cli)\b", "the result caches' "
+     "keys are shared by the client and the hosts: they import neither side"),
     ("canvascast_cli/engines", r"canvascast_cli\.(cli|dispatch|server|protocol)\b", "engines "
      "are the work itself, the same everywhere"),
     ("canvascast_cli/storage", r"canvascast_cli\.(?!(config|errors|net|retry|records|env|"
