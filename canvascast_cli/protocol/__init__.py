@@ -151,6 +151,8 @@ class RenderPayload(Payload):
 
     timeline: Timeline
     options: RenderOptions = RenderOptions()
+    cache: bool = Field(True, description="Use the host's result cache (false: the "
+                        "client's --no-cache; the job runs and its result is not kept).")
 
 
 TranscribeEngine = Literal["faster-whisper", "openai-whisper"]
@@ -173,6 +175,8 @@ class TranscribePayload(Payload):
                           "bfloat16", "float32"] | None = None
     allow_script_mismatch: bool = False
     refine: bool = True
+    cache: bool = Field(True, description="Use the host's result cache (false: the "
+                        "client's --no-cache; the job runs and its result is not kept).")
 
     @model_validator(mode="after")
     def _model_is_a_name(self) -> TranscribePayload:
@@ -209,6 +213,8 @@ class ImagesPayload(Payload):
     palette: list[Annotated[str, Field(pattern=r"^#[0-9A-Fa-f]{6}$")]] | None = Field(
         None, max_length=16)
     requests: list[ImageRequest] = Field(min_length=1, max_length=64)
+    cache: bool = Field(True, description="Use the host's result cache (false: the "
+                        "client's --no-cache; the job runs and its result is not kept).")
 
 
 class Progress(WireModel):
@@ -250,6 +256,11 @@ class JobResult(WireModel):
     startup_seconds: Seconds | None = None
     container_id: str | None = None
     cold_start: bool | None = None
+    # The host's result cache: hit (returned without running; billed_seconds ~0), miss
+    # (run, then kept), off (not looked up: asked not to, or not cacheable).
+    cache: Literal["hit", "miss", "off"] | None = Field(
+        None, description="The host's result cache: hit (kept from an identical job; not "
+        "run), miss (run, then kept), off (not cached); null from an older host.")
 
     def artifact(self, name: str) -> Artifact | None:
         return next((a for a in self.artifacts if a.name == name), None)

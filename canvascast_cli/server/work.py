@@ -108,6 +108,12 @@ def execute(function: str, payload: Payload | Mapping[str, Any], store: BlobStor
     parsed = check_inputs(function, payload, store)
     store.touch(blob[0] for blob in map(parse_ref, payload_refs(parsed).values()) if blob)
     began = time.perf_counter()
+    key = result_key(parsed)
+    cached = cached_result(store, key) if key is not None else None
+    if cached is not None:  # done before: its artifacts are still in the store
+        return cached.model_copy(update={
+            "billed_seconds": time.perf_counter() - began, "startup_seconds": startup,
+            "container_id": container_id(), "cold_start": first, "cache": "hit"})
     with _workdir(workdir) as work:
         try:
             if isinstance(parsed, RenderPayload):
@@ -122,9 +128,71 @@ def execute(function: str, payload: Payload | Mapping[str, Any], store: BlobStor
         except Exception as exc:  # not foreseen (a bug, a full disk): still no paths
             failed = JobFailed(f"{function} failed: {type(exc).__name__}: {exc}")
             raise without_paths(failed, work) from exc
+    if key is not None:
+        keep_result(store, key, result)
     return result.model_copy(update={
         "billed_seconds": time.perf_counter() - began, "startup_seconds": startup,
-        "container_id": container_id(), "cold_start": first})
+        "container_id": container_id(), "cold_start": first,
+        "cache": "miss" if key is not None else "off"})
+
+
+# ---------------------------------------------------------------------------------------
+# The host's result cache: <store>/results/<key>.json, a JobResult whose artifacts are
+# blobs in the same store (the keys are the client's: ``canvascast_cli.cache.keys``).
+
+RESULTS = "results"
+
+
+def result_key(payload: Payload) -> str | None:
+    """The job's cache key, or None when it is not cached (the client sent cache=false,
+    or a timeline names URLs)."""
+    from canvascast_cli.cache.keys import payload_key
+
+    return payload_key(payload)[0]
+
+
+def _result_path(store: BlobStore, key: str) -> Path:
+    return store.root / RESULTS / key[:2] / f"{key}.json"
+
+
+def cached_result(store: BlobStore, key: str) -> JobResult | None:
+    """The result kept under ``key`` when every artifact blob is still in the store (they
+    are touched, so the pruner keeps them); an entry whose blobs were pruned, or that
+    cannot be read, is removed."""
+    path = _result_path(store, key)
+    try:
+        result = JobResult.model_validate_json(path.read_bytes())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError):
+        path.unlink(missing_ok=True)
+        return None
+    shas = [a.sha256 for a in result.artifacts]
+    if not all(store.has(sha) for sha in shas):
+        path.unlink(missing_ok=True)
+        return None
+    store.touch(shas)
+    return result
+
+
+def keep_result(store: BlobStore, key: str, result: JobResult) -> None:
+    """Write the entry atomically (a temporary file in the store's tmp/, then a rename:
+    two workers finishing the same job leave one whole entry). A failure to write it is
+    not the job's failure."""
+    path = _result_path(store, key)
+    body = result.model_copy(update={"cache": None}).model_dump_json().encode("utf-8")
+    tmp = store.root / "tmp" / f"result-{key}.{os.getpid()}.{time.monotonic_ns()}.part"
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_bytes(body)
+        os.replace(tmp, path)
+    except OSError:
+        return
+    finally:
+        tmp.unlink(missing_ok=True)
+    commit = getattr(store, "_after_write", None)  # a Modal Volume: commit the entry
+    if commit is not None:
+        commit()
 
 
 def ping() -> PingReply:
