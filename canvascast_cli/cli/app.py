@@ -22,6 +22,7 @@ from typer.core import TyperGroup
 from canvascast_cli import __version__, env
 from canvascast_cli.cli import (
     breaker_cmd,
+    cache_cmd,
     config_cmd,
     deploy_cmd,
     images,
@@ -205,6 +206,7 @@ app.add_typer(breaker_cmd.app, name="breaker", cls=CommandGroup, rich_help_panel
 app.add_typer(jobs_cmd.app, name="jobs", cls=CommandGroup, rich_help_panel="Operations")
 app.add_typer(models_cmd.app, name="models", cls=CommandGroup, rich_help_panel="Operations")
 app.add_typer(config_cmd.app, name="config", cls=CommandGroup, rich_help_panel="Operations")
+app.add_typer(cache_cmd.app, name="cache", cls=CommandGroup, rich_help_panel="Operations")
 
 
 def main() -> None:

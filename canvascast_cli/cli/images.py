@@ -9,6 +9,7 @@ from typing import Annotated, Any
 
 import typer
 
+from canvascast_cli.cli.cache_cmd import NoCacheFlag, cache_report, results_cache
 from canvascast_cli.cli.context import command_app
 from canvascast_cli.cli.options import (
     BackendName,
@@ -68,6 +69,7 @@ def images_command(
     remote: RemoteFlag = False,
     backend: BackendOption = BackendName.auto,
     overwrite: OverwriteFlag = False,
+    no_cache: NoCacheFlag = False,
     json_output: JsonFlag = False,
 ) -> None:
     application = command_app(ctx, json_output)
@@ -105,15 +107,27 @@ def images_command(
                                            palette=chosen_style.palette or None,
                                            notify=out.note, sleep=services.sleep)
 
+        from canvascast_cli.cache.keys import DETERMINISTIC
+
+        cache, cache_reason = results_cache(application, config, no_cache)
+        seeded = seed is not None or chosen_style.seed is not None
+        if cache is not None and job.provider not in DETERMINISTIC and not seeded:
+            cache, cache_reason = None, f"{job.provider}: no --seed (it cannot make the " \
+                "same image again from a seed; give --seed to cache)"
+            out.note(f"{job.provider}: not cached (no --seed)")
+        engine: Any
         if choice.name == "local":
             engine = local_provider()
         else:
             from canvascast_cli.dispatch.remote_jobs import DispatchedProvider
 
-            engine = DispatchedProvider(job.provider, job.model, chosen_style.palette or None,
-                                        make_dispatcher(application, choice, config,
-                                                        remote_only=remote),
-                                        local_provider)
+            dispatched = DispatchedProvider if cache is not None else _uncached
+            engine = dispatched(job.provider, job.model, chosen_style.palette or None,
+                                make_dispatcher(application, choice, config,
+                                                remote_only=remote),
+                                local_provider)
+        if cache is not None:
+            engine = CachedImages(engine, cache, chosen_style.palette or None)
         requests = job.requests(negative=engine.supports_negative_prompt)
         per_image = [engine.cost_per_image(r) for r in requests]
         plan = (f"{len(requests)} images with {engine.name} ({engine.model}), "
@@ -148,6 +162,16 @@ def images_command(
                  f"images to {output}/{billing}")
         outcomes = getattr(engine, "outcomes", [])
         where = _where(outcomes, choice.name)
+        if isinstance(engine, CachedImages):
+            if engine.hits:
+                out.note(f"{engine.hits} of {len(requests)} images from the cache "
+                         "(--no-cache generates them again)")
+            where.update(cache_report("hit" if engine.hits and not engine.misses else "miss"),
+                         cache_hits=engine.hits)
+            if not engine.misses and not outcomes:
+                where["backend"] = "cache"
+        else:
+            where.update(cache_report("off", reason=cache_reason), cache_hits=0)
         from canvascast_cli.records import dump
 
         out.data({"images": [dump(r) for r in records], "output": str(output),
@@ -181,3 +205,81 @@ def _where(outcomes: list[Any], chosen: str) -> dict[str, Any]:
     return {"backend": backends[0] if len(backends) == 1 else backends, "fallback": fallback,
             "job_ids": [o.job_id for o in outcomes if o.job_id],
             "remote_usd": sum(o.actual_usd or 0.0 for o in outcomes)}
+
+
+class CachedImages:
+    """An images provider with the local result cache in front: each image is looked up
+    by its key (``cache.keys.image_key``) before the batch goes to ``inner``, and each one
+    made is kept. A hit's sidecar details say ``"cache": "hit"``; a hit costs nothing."""
+
+    def __init__(self, inner: Any, cache: Any, palette: list[str] | None) -> None:
+        self.inner, self._cache, self._palette = inner, cache, palette
+        self.name, self.model = inner.name, inner.model
+        self.supports_negative_prompt = inner.supports_negative_prompt
+        self.hits = self.misses = 0
+
+    @property
+    def outcomes(self) -> list[Any]:
+        return list(getattr(self.inner, "outcomes", []))
+
+    def key(self, request: Any) -> str:
+        from canvascast_cli.cache.keys import request_key
+
+        return request_key(self.name, self.model, self._palette, request)
+
+    def cost_per_image(self, request: Any) -> float | None:
+        if self._cache.contains("images", self.key(request)):
+            return 0.0
+        return self.inner.cost_per_image(request)
+
+    def generate(self, batch: list[Any]) -> list[Any]:
+        from canvascast_cli.engines.images.base import ImageResult
+
+        found: dict[int, Any] = {}
+        todo = []
+        for request in batch:
+            entry = self._cache.lookup("images", self.key(request))
+            if entry is None:
+                todo.append(request)
+                continue
+            self.hits += 1
+            found[request.index] = ImageResult(
+                request.index, entry.files["image"].read_bytes(), entry.data.get("mime_type"),
+                details={**entry.data.get("details", {}), "cache": "hit"})
+        if todo:
+            for request, result in zip(todo, self.inner.generate(todo), strict=True):
+                self.misses += 1
+                found[request.index] = result
+                if result.data is not None:
+                    details = {k: v for k, v in result.details.items()
+                               if k not in ("seconds", "batch_images")}  # this run's time
+                    self._cache.store("images", self.key(request), {"image": result.data},
+                                      data={"mime_type": result.mime_type,
+                                            "details": details},
+                                      label=f"{self.name}: {request.prompt[:60]}")
+        return [found[r.index] for r in batch]
+
+
+def _uncached_dispatched() -> Any:
+    from dataclasses import replace
+
+    from canvascast_cli.dispatch.remote_jobs import DispatchedProvider, images_remote
+
+    class Uncached(DispatchedProvider):
+        """Batches sent with ``cache: false``: the job API's host neither looks up nor
+        keeps them (--no-cache, or a provider whose images a seed does not fix)."""
+
+        def generate(self, batch: list[Any]) -> list[Any]:
+            remote, fetch = images_remote(batch, self.name, self.model, self._palette)
+            assert remote.payload is not None
+            remote = replace(remote, payload=remote.payload.model_copy(update={"cache": False}))
+            outcome = self._dispatcher.run(remote, local=lambda: self._local_provider(
+                ).generate(batch), fetch=fetch)
+            self.outcomes.append(outcome)
+            return list(outcome.value)
+
+    return Uncached
+
+
+def _uncached(*args: Any) -> Any:
+    return _uncached_dispatched()(*args)

@@ -5,11 +5,17 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from canvascast_cli import env
+from canvascast_cli.cli.cache_cmd import (
+    NoCacheFlag,
+    cache_report,
+    remote_cache_flag,
+    results_cache,
+)
 from canvascast_cli.cli.context import Application, command_app
 from canvascast_cli.cli.options import (
     BackendName,
@@ -68,6 +74,7 @@ def render_command(
         "an error (exit 2) before any work.")] = False,
     schema: Annotated[bool, typer.Option(
         "--schema", help="Print the timeline JSON Schema and exit.")] = False,
+    no_cache: NoCacheFlag = False,
     json_output: JsonFlag = False,
 ) -> None:
     application = command_app(ctx, json_output)
@@ -84,7 +91,7 @@ def render_command(
         _render(application, timeline, destination, local=local, remote=remote,
                 backend=backend.value, preset=preset,
                 crf=crf, overwrite=overwrite, frame_range=frame_range, ffmpeg=ffmpeg,
-                allow_missing_glyphs=allow_missing_glyphs)
+                allow_missing_glyphs=allow_missing_glyphs, no_cache=no_cache)
 
 
 def parse_frames(text: str) -> tuple[int, int]:
@@ -112,6 +119,7 @@ def _render(
     frame_range: tuple[int, int] | None,
     ffmpeg: str | None,
     allow_missing_glyphs: bool = False,
+    no_cache: bool = False,
 ) -> None:
     from canvascast_cli.cli.remote import make_dispatcher, plan_backend, stages_for
     from canvascast_cli.config import function_cost_per_second
@@ -133,6 +141,24 @@ def _render(
     spec, total = timeline.output, job.frames
     out.note(f"Rendering {timeline_path} -> {destination} ({spec.width}x{spec.height} @ "
              f"{spec.fps:g} fps, {total} frames, {total / spec.fps:.1f} s) on {choice.name}")
+    cache, cache_reason = results_cache(application, config, no_cache)
+    key: str | None = None
+    if cache is not None:
+        from canvascast_cli.cache.keys import ffmpeg_identity, local_render_timeline, render_key
+
+        keyed, cache_reason = local_render_timeline(timeline, job.base_dir)
+        if keyed is not None:
+            key = render_key(keyed, {"preset": preset, "crf": crf, "frame_range": frame_range,
+                                     "allow_missing_glyphs": allow_missing_glyphs,
+                                     "audio_bitrate": job.options.audio_bitrate},
+                             ffmpeg=ffmpeg_identity(ffmpeg))
+        else:
+            cache = None
+    if cache is not None and key is not None:
+        hit = _from_cache(application, cache, key, job, destination)
+        if hit is not None:
+            return
+    remote_cache: list[str | None] = []
     first = "render" if choice.name == "local" else "submitting"
     with stages_for(application, first, total, "frames") as stages:
         if choice.name == "local":
@@ -141,6 +167,8 @@ def _render(
             from canvascast_cli.dispatch.remote_jobs import render_remote
 
             remote_job, fetch = render_remote(job, stages)
+            remote_job, fetch = remote_cache_flag(remote_job, fetch, config, no_cache,
+                                              remote_cache)
 
         def here() -> RenderResult:
             stages.stage("render", total, "frames")
@@ -161,7 +189,14 @@ def _render(
     else:
         cost_line = (f"Cost on {outcome.backend}: about ${outcome.actual_usd or 0:.4f} "
                      f"({outcome.billed_seconds or 0:.1f} s billed)")
-    payload = {**dump(result), **report, "preset": preset, "crf": crf}
+    if cache is not None and key is not None:
+        summary = dump(result)
+        summary.pop("output", None)
+        cache.store("render", key, {"video.mp4": Path(result.output)}, data=summary,
+                    label=f"{timeline_path.name} ({result.frames} frames, {preset}, crf {crf})")
+    payload = {**dump(result), **report, "preset": preset, "crf": crf,
+               **cache_report("miss" if key is not None else "off", key, cache_reason,
+                              remote_cache[0] if remote_cache else None)}
     for warning in result.warnings:
         out.warn(warning)
     out.note(
@@ -170,3 +205,54 @@ def _render(
         f"({result.speed:.2f}x realtime)")
     out.note(cost_line)
     out.data(payload, text=result.output)
+
+
+def _from_cache(application: Application, cache: Any, key: str, job: Any,
+                destination: Path) -> Any:
+    """Write the cached video to the destination and report it; None on a miss."""
+    from canvascast_cli.atomic import staged
+    from canvascast_cli.cache.store import restore
+    from canvascast_cli.engines.render.engine import RenderResult
+    from canvascast_cli.records import dump
+
+    entry = cache.lookup("render", key)
+    if entry is None:
+        return None
+    output = destination.expanduser().absolute()
+    _refuse_an_input(output, job)
+    with staged(output, overwrite=job.overwrite, suffix=".part" + output.suffix) as tmp:
+        restore(entry, "video.mp4", tmp)
+    result = RenderResult(**{**entry.data, "output": str(output)})
+    out = application.out
+    for warning in result.warnings:
+        out.warn(warning)
+    out.note(f"[green]Cache hit[/green] ({entry.short}): {result.output} as rendered "
+             f"before ({result.frames} frames, {result.size_bytes / 1e6:.1f} MB; "
+             f"{result.render_seconds:.1f} s saved); --no-cache renders again")
+    payload = {**dump(result), "backend": "cache", "fallback": None, "job_id": None,
+               "preset": job.options.preset, "crf": job.options.crf,
+               **cache_report("hit", key)}
+    out.data(payload, text=result.output)
+    return result
+
+
+def _refuse_an_input(output: Path, job: Any) -> None:
+    """The check run_render makes: never write the video over one of its own inputs."""
+    import os
+
+    from canvascast_cli.protocol import is_url, timeline_refs
+
+    if not output.exists():
+        return
+    for ref in timeline_refs(job.timeline.model_dump(mode="json")).values():
+        if is_url(ref):
+            continue
+        path = Path(ref).expanduser()
+        path = path if path.is_absolute() else job.base_dir / path
+        try:
+            same = os.path.samefile(path, output)
+        except OSError:
+            same = False
+        if same:
+            raise InvalidInput(f"-o: {output} is one of the render's own inputs ({path}); "
+                               "write the video somewhere else")

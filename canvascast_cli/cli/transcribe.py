@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 import enum
+import json
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from canvascast_cli.atomic import check_destination, staged
+from canvascast_cli.cli.cache_cmd import (
+    NoCacheFlag,
+    cache_report,
+    remote_cache_flag,
+    results_cache,
+)
 from canvascast_cli.cli.context import command_app
 from canvascast_cli.cli.options import (
     BackendName,
@@ -87,6 +94,7 @@ def transcribe_command(
     remote: RemoteFlag = False,
     backend: BackendOption = BackendName.auto,
     overwrite: OverwriteFlag = False,
+    no_cache: NoCacheFlag = False,
     json_output: Annotated[bool, typer.Option(
         "--json", help="Print one JSON document (the transcript, or with -o a summary).")
     ] = False,
@@ -98,9 +106,8 @@ def transcribe_command(
         chosen = _format(fmt, None if to_stdout else output)
         destination = None if to_stdout else check_destination(
             output, overwrite=overwrite, what="-o")  # type: ignore[arg-type]
-        from canvascast_cli.cli.remote import make_dispatcher, plan_backend, stages_for
-        from canvascast_cli.dispatch.dispatcher import RemoteJob
-        from canvascast_cli.engines.transcribe.job import TranscribeJob, run_transcribe
+        from canvascast_cli.cli.remote import plan_backend
+        from canvascast_cli.engines.transcribe.job import TranscribeJob
         from canvascast_cli.engines.transcribe.pipeline import read_script
 
         job = TranscribeJob(
@@ -112,23 +119,29 @@ def transcribe_command(
             raise InvalidInput(f"{audio}: " + ("is a folder, not a file" if audio.is_dir()
                                                else "file not found"))
         choice, config = plan_backend(application, backend.value, local=local, remote=remote)
-        first = "transcribe" if choice.name == "local" else "submitting"
-        with stages_for(application, first, None, "s") as stages:
-            if choice.name == "local":
-                remote_job, fetch = RemoteJob("transcribe_audio"), None
-            else:
-                from canvascast_cli.dispatch.remote_jobs import transcribe_remote
+        cache, cache_reason = results_cache(application, config, no_cache)
+        key = _cache_key(job) if cache is not None else None
+        entry = cache.lookup("transcript", key) if cache is not None and key else None
+        remote_cache: list[str | None] = []
+        if entry is not None:
+            transcript = _cached_transcript(entry)
+            from canvascast_cli.dispatch.dispatcher import RunReport
 
-                remote_job, fetch = transcribe_remote(job)
+            report: Any = RunReport(backend="cache")
+            out.note(f"[green]Cache hit[/green] ({entry.short}): transcribed before; "
+                     "--no-cache transcribes again")
+        else:
+            outcome = _run(application, job, choice, config, remote, no_cache,
+                           remote_cache)
+            transcript, report = outcome.value, outcome.report()
+            if cache is not None and key is not None:
+                from canvascast_cli.records import dump as _dump
 
-            def here() -> Transcript:
-                stages.stage("transcribe", None, "s")
-                return run_transcribe(job, progress=stages.update)
-
-            outcome = make_dispatcher(application, choice, config, remote_only=remote,
-                                      stages=stages).run(remote_job, local=here,
-                                                         fetch=fetch)
-        transcript = outcome.value
+                cache.store("transcript", key, {"transcript.json": (json.dumps(
+                    _dump(transcript), ensure_ascii=False) + "\n").encode("utf-8")},
+                    label=f"{audio.name} ({job.engine} {job.model})")
+        cached = cache_report("hit" if entry is not None else "miss" if key else "off",
+                              key, cache_reason, remote_cache[0] if remote_cache else None)
 
         from canvascast_cli.engines.transcribe.formats import render_transcript
 
@@ -152,7 +165,7 @@ def transcribe_command(
             summary += f"; {refinement.refined}/{len(refinement.kept)} word times refined"
         from canvascast_cli.records import dump
 
-        where = dump(outcome.report())
+        where = {**dump(report), **cached}
         if destination is None:
             if out.json:
                 doc = {**dump(transcript), **where}
@@ -187,3 +200,46 @@ def _format(fmt: Format | None, output: Path | None) -> str:
         return suffix
     raise InvalidInput(f"-o: cannot tell the format from {output.name!r}; name it .json, "
                        ".srt, .vtt or .txt, or pass --format")
+
+
+def _cache_key(job: Any) -> str | None:
+    from canvascast_cli.cache.keys import file_sha256, transcript_key
+
+    return transcript_key(
+        audio_sha256=file_sha256(job.audio), engine=job.engine, model=job.model,
+        language=job.language, beam_size=job.beam_size, compute_type=job.compute_type,
+        offset=job.offset, script=job.script,
+        allow_script_mismatch=job.allow_script_mismatch, refine=job.refine)
+
+
+def _cached_transcript(entry: Any) -> Transcript:
+    from canvascast_cli.engines.transcribe.result import Transcript
+
+    text = entry.files["transcript.json"].read_text(encoding="utf-8")
+    return Transcript.from_dict(json.loads(text))
+
+
+def _run(application: Any, job: Any, choice: Any, config: Any, remote: bool,
+         no_cache: bool, remote_cache: list[str | None]) -> Any:
+    """The transcription, here or remotely (the dispatcher's Outcome)."""
+    from canvascast_cli.cli.remote import make_dispatcher, stages_for
+    from canvascast_cli.dispatch.dispatcher import RemoteJob
+    from canvascast_cli.engines.transcribe.job import run_transcribe
+
+    first = "transcribe" if choice.name == "local" else "submitting"
+    with stages_for(application, first, None, "s") as stages:
+        if choice.name == "local":
+            remote_job, fetch = RemoteJob("transcribe_audio"), None
+        else:
+            from canvascast_cli.dispatch.remote_jobs import transcribe_remote
+
+            remote_job, fetch = transcribe_remote(job)
+            remote_job, fetch = remote_cache_flag(remote_job, fetch, config, no_cache,
+                                              remote_cache)
+
+        def here() -> Transcript:
+            stages.stage("transcribe", None, "s")
+            return run_transcribe(job, progress=stages.update)
+
+        return make_dispatcher(application, choice, config, remote_only=remote,
+                               stages=stages).run(remote_job, local=here, fetch=fetch)
