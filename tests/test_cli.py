@@ -583,10 +583,10 @@ def test_an_unusable_state_file_runs_locally_with_a_warning(
     assert f"warning: {path} is not a usable canvascast state database" in result.stderr
     assert "running locally" in result.stderr
     assert len(list(Path("out").glob("*.png"))) == 1
-    doc = cli("--json", *IMAGES, "-o", "out2")
+    doc = cli("--json", *IMAGES, "-o", "out2", "--no-cache")
     assert doc.exit_code == 0 and doc.json()["backend"] == "local"
     assert str(path) in doc.json()["fallback"]["reason"]
-    strict = cli("--json", *IMAGES, "-o", "out3", "--remote")
+    strict = cli("--json", *IMAGES, "-o", "out3", "--remote", "--no-cache")
     assert strict.exit_code != 0
     assert str(path) in strict.json()["error"]["message"]
     assert "move it aside" in strict.json()["error"]["message"]

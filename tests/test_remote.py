@@ -106,7 +106,8 @@ def test_render_via_http_equals_local(cli: Cli, remote_env: str, isolated_env: P
     assert doc["backend"] == "http" and doc["fallback"] is None and doc["attempts"] == 1
     assert doc["bytes_up"] > 0 and doc["bytes_down"] == doc["size_bytes"]
     assert doc["cost"]["usd"] > 0 and doc["cost"]["estimate_usd"] > 0
-    local = cli("--json", "render", timeline, "-o", "local.mp4", "--frames", "0:45", "--local")
+    local = cli("--json", "render", timeline, "-o", "local.mp4", "--frames", "0:45", "--local",
+                "--no-cache")  # really rendered here, not the remote result kept
     assert local.exit_code == 0 and local.json()["backend"] == "local"
     a, b = decode_frames(Path("remote.mp4")), decode_frames(Path("local.mp4"))
     assert len(a) == len(b) == 45
@@ -126,7 +127,8 @@ def test_status_counts_the_job_api_like_production(cli: Cli, remote_env: str,
 
     path = tiny_timeline(media)
     assert cli("--json", "render", path, "-o", "a.mp4", "--remote").exit_code == 0
-    assert cli("--json", "render", path, "-o", "b.mp4", "--remote").exit_code == 0
+    assert cli("--json", "render", path, "-o", "b.mp4", "--remote",
+               "--no-cache").exit_code == 0
     status = cli("status", "--json")
     assert status.exit_code == 0, status.stdout
     doc = status.json()
@@ -402,9 +404,10 @@ def test_unavailable_falls_back_with_a_notice_or_exits_3(cli: Cli, faulty: Fault
     assert doc["fallback"]["reason"].startswith("MODAL_UNAVAILABLE")
     assert faulty.count("POST", "/v1/blobs/missing") == 3  # attempts from modal.toml
     assert [round(d) for d in faulty.sleeps] == [1, 2]
-    plain = cli("render", tiny_timeline(media), "-o", "plain.mp4")
+    plain = cli("render", tiny_timeline(media), "-o", "plain.mp4", "--no-cache")
     assert plain.exit_code == 0 and "falling back to local" in plain.stderr
-    strict = cli("--json", "render", tiny_timeline(media), "-o", "strict.mp4", "--remote")
+    strict = cli("--json", "render", tiny_timeline(media), "-o", "strict.mp4", "--remote",
+                 "--no-cache")
     assert strict.exit_code == 3
     assert strict.json()["error"]["code"] == "MODAL_UNAVAILABLE"
     assert not Path("strict.mp4").exists() and no_partials(Path.cwd())
@@ -485,7 +488,8 @@ def test_wrong_sha256_is_fetched_again_then_fails_with_nothing_written(
     assert once.exit_code == 0, once.stdout
     assert "fetching again" not in once.stdout  # notes go to stderr, never into the JSON
     faulty.plan(Fault("GET", "/v1/blobs/", "corrupt", times=-1))
-    always = cli("--json", "render", tiny_timeline(media), "-o", "always.mp4", "--remote")
+    always = cli("--json", "render", tiny_timeline(media), "-o", "always.mp4", "--remote",
+                 "--no-cache")
     assert always.exit_code == 1
     assert always.json()["error"]["code"] == "INTEGRITY"
     assert faulty.count("GET", "/v1/blobs/") == 2
