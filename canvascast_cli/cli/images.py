@@ -20,6 +20,7 @@ from canvascast_cli.cli.options import (
     RemoteFlag,
 )
 from canvascast_cli.cli.output import reporting
+from canvascast_cli.cli.uploads import UploadFlag, open_upload_store, upload_files, wanted
 from canvascast_cli.errors import EXIT_CODES_HELP, InvalidInput
 
 
@@ -70,6 +71,7 @@ def images_command(
     backend: BackendOption = BackendName.auto,
     overwrite: OverwriteFlag = False,
     no_cache: NoCacheFlag = False,
+    upload: UploadFlag = None,
     json_output: JsonFlag = False,
 ) -> None:
     application = command_app(ctx, json_output)
@@ -91,6 +93,8 @@ def images_command(
         from canvascast_cli.cli.remote import make_dispatcher, plan_backend
 
         choice, config = plan_backend(application, backend.value, local=local, remote=remote)
+        store = (open_upload_store(application, config.settings)
+                 if wanted(upload, config.settings) else None)  # its settings: exit 2 now
         fn = config.settings.functions.generate_images
         job = plan_images(
             all_prompts, chosen_style, output_dir=output,
@@ -174,6 +178,9 @@ def images_command(
             where.update(cache_report("off", reason=cache_reason), cache_hits=0)
         from canvascast_cli.records import dump
 
+        if store is not None:
+            where["uploads"] = upload_files(application, store, config.settings,
+                                            [Path(r.file) for r in records if r.file])
         out.data({"images": [dump(r) for r in records], "output": str(output),
                   "provider": engine.name, "model": engine.model, "seed": job.seed,
                   "failed": len(result.failed), "cost_usd": result.cost_usd,

@@ -26,6 +26,7 @@ from canvascast_cli.cli.options import (
     RemoteFlag,
 )
 from canvascast_cli.cli.output import reporting
+from canvascast_cli.cli.uploads import UploadFlag, open_upload_store, upload_files, wanted
 from canvascast_cli.engines.render.presets import DEFAULT_CRF, DEFAULT_PRESET, X264_PRESETS
 from canvascast_cli.errors import EXIT_CODES_HELP, InvalidInput
 
@@ -75,6 +76,7 @@ def render_command(
     schema: Annotated[bool, typer.Option(
         "--schema", help="Print the timeline JSON Schema and exit.")] = False,
     no_cache: NoCacheFlag = False,
+    upload: UploadFlag = None,
     json_output: JsonFlag = False,
 ) -> None:
     application = command_app(ctx, json_output)
@@ -91,7 +93,7 @@ def render_command(
         _render(application, timeline, destination, local=local, remote=remote,
                 backend=backend.value, preset=preset,
                 crf=crf, overwrite=overwrite, frame_range=frame_range, ffmpeg=ffmpeg,
-                allow_missing_glyphs=allow_missing_glyphs, no_cache=no_cache)
+                allow_missing_glyphs=allow_missing_glyphs, no_cache=no_cache, upload=upload)
 
 
 def parse_frames(text: str) -> tuple[int, int]:
@@ -120,6 +122,7 @@ def _render(
     ffmpeg: str | None,
     allow_missing_glyphs: bool = False,
     no_cache: bool = False,
+    upload: bool | None = None,
 ) -> None:
     from canvascast_cli.cli.remote import make_dispatcher, plan_backend, stages_for
     from canvascast_cli.config import function_cost_per_second
@@ -138,6 +141,8 @@ def _render(
         options=RenderOptions(preset=preset, crf=crf, ffmpeg=ffmpeg, frame_range=frame_range),
         limits=input_limits(config.settings), allow_missing_glyphs=allow_missing_glyphs)
     check_job(job)  # before the note: a bad -o or --frames never prints "Rendering"
+    store = (open_upload_store(application, config.settings)
+             if wanted(upload, config.settings) else None)  # its settings: exit 2 now
     spec, total = timeline.output, job.frames
     out.note(f"Rendering {timeline_path} -> {destination} ({spec.width}x{spec.height} @ "
              f"{spec.fps:g} fps, {total} frames, {total / spec.fps:.1f} s) on {choice.name}")
@@ -157,6 +162,11 @@ def _render(
     if cache is not None and key is not None:
         hit = _from_cache(application, cache, key, job, destination)
         if hit is not None:
+            result, payload = hit
+            if store is not None:
+                payload["uploads"] = upload_files(application, store, config.settings,
+                                                  [Path(result.output)])
+            out.data(payload, text=result.output)
             return
     remote_cache: list[str | None] = []
     first = "render" if choice.name == "local" else "submitting"
@@ -204,12 +214,16 @@ def _render(
         f"frames, {result.size_bytes / 1e6:.1f} MB in {result.render_seconds:.1f} s "
         f"({result.speed:.2f}x realtime)")
     out.note(cost_line)
+    if store is not None:
+        payload["uploads"] = upload_files(application, store, config.settings,
+                                          [Path(result.output)])
     out.data(payload, text=result.output)
 
 
 def _from_cache(application: Application, cache: Any, key: str, job: Any,
-                destination: Path) -> Any:
-    """Write the cached video to the destination and report it; None on a miss."""
+                destination: Path) -> tuple[Any, dict[str, Any]] | None:
+    """Write the cached video to the destination: its result and ``--json`` payload;
+    None on a miss."""
     from canvascast_cli.atomic import staged
     from canvascast_cli.cache.store import restore
     from canvascast_cli.engines.render.engine import RenderResult
@@ -232,8 +246,7 @@ def _from_cache(application: Application, cache: Any, key: str, job: Any,
     payload = {**dump(result), "backend": "cache", "fallback": None, "job_id": None,
                "preset": job.options.preset, "crf": job.options.crf,
                **cache_report("hit", key)}
-    out.data(payload, text=result.output)
-    return result
+    return result, payload
 
 
 def _refuse_an_input(output: Path, job: Any) -> None:

@@ -26,6 +26,7 @@ from canvascast_cli.cli.options import (
     RemoteFlag,
 )
 from canvascast_cli.cli.output import reporting
+from canvascast_cli.cli.uploads import UploadFlag, open_upload_store, upload_files, wanted
 from canvascast_cli.engines.transcribe import SCRIPT_FAIL_SHARE, SCRIPT_WARN_SHARE
 from canvascast_cli.errors import EXIT_CODES_HELP, InvalidInput
 
@@ -95,6 +96,7 @@ def transcribe_command(
     backend: BackendOption = BackendName.auto,
     overwrite: OverwriteFlag = False,
     no_cache: NoCacheFlag = False,
+    upload: UploadFlag = None,
     json_output: Annotated[bool, typer.Option(
         "--json", help="Print one JSON document (the transcript, or with -o a summary).")
     ] = False,
@@ -119,6 +121,12 @@ def transcribe_command(
             raise InvalidInput(f"{audio}: " + ("is a folder, not a file" if audio.is_dir()
                                                else "file not found"))
         choice, config = plan_backend(application, backend.value, local=local, remote=remote)
+        store = None
+        if wanted(upload, config.settings):
+            if destination is None:
+                raise InvalidInput("--upload needs -o: a transcript written to stdout is "
+                                   "not a file to upload")
+            store = open_upload_store(application, config.settings)
         cache, cache_reason = results_cache(application, config, no_cache)
         key = _cache_key(job) if cache is not None else None
         entry = cache.lookup("transcript", key) if cache is not None and key else None
@@ -180,6 +188,9 @@ def transcribe_command(
         with staged(destination, overwrite=overwrite) as tmp:
             tmp.write_text(text, encoding="utf-8")
         out.note(f"[green]Wrote[/green] {destination} ({chosen}): {summary}")
+        if store is not None:
+            where["uploads"] = upload_files(application, store, config.settings,
+                                            [destination])
         out.data({"output": str(destination), "format": chosen,
                   "words": len(transcript.words), "segments": len(transcript.segments),
                   "duration": transcript.duration, "language": transcript.language,
