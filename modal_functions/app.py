@@ -102,6 +102,12 @@ volume = modal.Volume.from_name(settings.app.volume, create_if_missing=True)
 progress_store = modal.Dict.from_name(progress_dict_name(settings.app.name),
                                       create_if_missing=True)
 api_secret = modal.Secret.from_name(API_SECRET, required_keys=[env.MODAL_TOKEN])
+# [storage] provider = "supabase": the job functions upload results from their containers
+# (a payload's upload) with the project's URL and key from this Secret.
+STORAGE_SECRET = "canvascast-storage"
+storage_secrets = ([modal.Secret.from_name(STORAGE_SECRET, required_keys=[
+    settings.storage.url_env, settings.storage.key_env])]
+    if settings.storage.provider == "supabase" else [])
 
 # The images: packages at the versions in requirements.lock, the settings above, canvascast.
 app_images = build_images(config)
@@ -246,14 +252,15 @@ VOLUMES: dict[str | PurePosixPath, modal.Volume | modal.CloudBucketMount] = {
     VOLUME_PATH: volume}
 
 
-@app.function(image=render_image, volumes=VOLUMES, **function_options(settings, "render_video"))
+@app.function(image=render_image, volumes=VOLUMES, secrets=storage_secrets,
+              **function_options(settings, "render_video"))
 def render_video(payload: dict[str, Any]) -> dict[str, Any]:
     """Render a timeline (blob references) to an MP4 blob."""
     return run_job("render_video", payload, volume=volume, progress=progress_store,
                    call_id=modal.current_function_call_id())
 
 
-@app.function(image=whisper_image, volumes=VOLUMES,
+@app.function(image=whisper_image, volumes=VOLUMES, secrets=storage_secrets,
               **function_options(settings, "transcribe_audio"))
 def transcribe_audio(payload: dict[str, Any]) -> dict[str, Any]:
     """Transcribe an audio blob to a transcript blob (words with times)."""
@@ -261,7 +268,7 @@ def transcribe_audio(payload: dict[str, Any]) -> dict[str, Any]:
                    call_id=modal.current_function_call_id())
 
 
-@app.function(image=images_image, volumes=VOLUMES,
+@app.function(image=images_image, volumes=VOLUMES, secrets=storage_secrets,
               **function_options(settings, "generate_images"))
 def generate_images(payload: dict[str, Any]) -> dict[str, Any]:
     """Generate one batch of images (blobs), one invocation per batch."""

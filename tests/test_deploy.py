@@ -541,3 +541,17 @@ def test_a_bad_environment_name_is_exit_2(cli: Cli, no_token: None) -> None:
     result = cli("--json", "deploy", "--dry-run", "--env", "bad env!")
     assert result.exit_code == 2
     assert json.loads(result.stdout)["error"]["message"].startswith("--env: 'bad env!'")
+
+
+def test_supabase_storage_adds_its_secret_to_the_job_functions() -> None:
+    from modal_functions import app as modal_app
+
+    settings = load_config(MODAL_TOML, env={"CANVASCAST_STORAGE__PROVIDER": "supabase"}
+                           ).settings
+    plan = build_plan(settings)
+    assert modal_app.STORAGE_SECRET in plan.secrets
+    jobs = [f for f in plan.functions if f.name in ("render_video", "transcribe_audio",
+                                                    "generate_images")]
+    assert all(f.secrets == [modal_app.STORAGE_SECRET] for f in jobs)
+    assert modal_app.STORAGE_SECRET not in build_plan(load_config(MODAL_TOML, env={})
+                                                      .settings).secrets

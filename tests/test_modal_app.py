@@ -116,6 +116,7 @@ def test_decorator_arguments_are_function_options(monkeypatch: pytest.MonkeyPatc
         kwargs = dict(seen[name])
         assert set(kwargs.pop("volumes")) == {modal_app.VOLUME_PATH}
         kwargs.pop("image")
+        assert kwargs.pop("secrets") == []  # the storage Secret only with [storage] supabase
         # Autoscaling (not in fn.info()) included: exactly what modal.toml says.
         assert kwargs == function_options(settings, name), name
     assert set(seen["api"]) == {"image", "volumes", "secrets"}  # no resources of its own
@@ -293,7 +294,7 @@ def test_run_job_stores_results_and_commits(tmp_path: Path) -> None:
     result = modal_app.run_job("generate_images", image_payload(2), volume=volume,
                                progress=store, call_id="fc-7", root=tmp_path)
     assert volume.reloads >= 1  # sees blobs uploaded since it mounted
-    assert volume.commits == 2  # one per stored image
+    assert volume.commits == 3  # one per stored image, one for the result cache entry
     assert [a["name"] for a in result["artifacts"]] == ["image-0000.png", "image-0001.png"]
     for artifact in result["artifacts"]:
         data = (tmp_path / "blobs" / artifact["sha256"][:2] / artifact["sha256"]).read_bytes()

@@ -139,3 +139,49 @@ def test_the_modal_toml_default_and_no_upload(run: Callable[..., Result],
     monkeypatch.setenv("CANVASCAST_STORAGE__UPLOAD", "true")
     assert "uploads" in run("--json", *IMAGES, "-o", "out").json()
     assert "uploads" not in run("--json", *IMAGES, "-o", "out2", "--no-upload").json()
+
+
+def test_a_remote_render_is_uploaded_by_its_host(cli: Callable[..., Result],
+                                                 supabase_env: FakeStorage, media: Path,
+                                                 tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """Through `canvascast serve` holding its own Supabase keys: the host uploads the
+    video, the client only signs it (the video does not travel back up through it)."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.test_remote import TOKEN, free_port, wait_healthy
+
+    port = free_port()
+    env = {**os.environ, "MODAL_TOKEN": TOKEN, "CANVASCAST_HOME": str(tmp_path / "host"),
+           "NO_COLOR": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "canvascast_cli", "serve", "--port",
+                             str(port), "--store", str(tmp_path / "store")], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_healthy(url, proc)
+        monkeypatch.setenv("MODAL_ENDPOINT", url)
+        monkeypatch.setenv("MODAL_TOKEN", TOKEN)
+        timeline = write_timeline(media, {"output": small_output(),
+                                          "scenes": [{"image": "img1.jpg", "duration": 1}]})
+        result = cli("--json", "render", timeline, "-o", "clip.mp4", "--remote", "--upload")
+        assert result.exit_code == 0, result.stdout + result.stderr
+        (upload,) = result.json()["uploads"]
+        digest = sha(Path("clip.mp4"))
+        assert upload["sha256"] == digest and upload["uploaded"] is False
+        # Named by the host after its artifact (video.mp4), not by the client's -o.
+        assert upload["object_path"] == f"ci/{digest[:2]}/{digest}/video.mp4"
+        stored = supabase_env.buckets["canvascast"][upload["object_path"]]
+        assert stored.data == Path("clip.mp4").read_bytes()
+        # One upload request, and it was the host's: the client sent no object body.
+        assert len(supabase_env.calls("POST", f"/object/canvascast/{upload['object_path']}")) \
+            == 1
+        assert httpx.get(upload["signed_url"]).content == stored.data
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()

@@ -26,7 +26,13 @@ from canvascast_cli.cli.options import (
     RemoteFlag,
 )
 from canvascast_cli.cli.output import reporting
-from canvascast_cli.cli.uploads import UploadFlag, open_upload_store, upload_files, wanted
+from canvascast_cli.cli.uploads import (
+    UploadFlag,
+    open_upload_store,
+    remote_upload,
+    upload_files,
+    wanted,
+)
 from canvascast_cli.engines.render.presets import DEFAULT_CRF, DEFAULT_PRESET, X264_PRESETS
 from canvascast_cli.errors import EXIT_CODES_HELP, InvalidInput
 
@@ -169,6 +175,7 @@ def _render(
             out.data(payload, text=result.output)
             return
     remote_cache: list[str | None] = []
+    reported: dict[str, Any] = {}  # artifacts the job's host uploaded itself
     first = "render" if choice.name == "local" else "submitting"
     with stages_for(application, first, total, "frames") as stages:
         if choice.name == "local":
@@ -179,6 +186,7 @@ def _render(
             remote_job, fetch = render_remote(job, stages)
             remote_job, fetch = remote_cache_flag(remote_job, fetch, config, no_cache,
                                               remote_cache)
+            remote_job, fetch = remote_upload(remote_job, fetch, store, reported)
 
         def here() -> RenderResult:
             stages.stage("render", total, "frames")
@@ -216,7 +224,7 @@ def _render(
     out.note(cost_line)
     if store is not None:
         payload["uploads"] = upload_files(application, store, config.settings,
-                                          [Path(result.output)])
+                                          [Path(result.output)], reported=reported)
     out.data(payload, text=result.output)
 
 

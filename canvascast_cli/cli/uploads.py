@@ -88,6 +88,33 @@ def upload_files(application: Application, store: ArtifactStore, settings: Setti
     return records
 
 
+def remote_upload(remote_job: Any, fetch: Any, store: ArtifactStore | None,
+                  reported: dict[str, Any]) -> tuple[Any, Any]:
+    """The remote job asking its host to upload the artifacts itself (a Supabase bucket
+    only: a folder store is this machine's), and a fetch that notes which it uploaded
+    into ``reported`` (by sha256), so ``upload_files`` sends none of them again. A host
+    without credentials, or with another bucket, uploads nothing: this client does."""
+    if store is None or store.provider != "supabase" or remote_job.payload is None:
+        return remote_job, fetch
+    from dataclasses import replace
+
+    bucket = getattr(store, "bucket", None)
+    remote_job = replace(remote_job,
+                         payload=remote_job.payload.model_copy(update={"upload": True}))
+
+    def fetched(backend: Any, status: Any) -> Any:
+        for artifact in status.result.artifacts if status.result is not None else []:
+            stored = artifact.stored
+            if stored is not None and (stored.provider, stored.location) == ("supabase",
+                                                                              bucket):
+                reported[artifact.sha256] = {"object_path": stored.object_path,
+                                             "location": stored.location,
+                                             "size": artifact.size}
+        return fetch(backend, status)
+
+    return remote_job, fetched
+
+
 def _written(path: Path) -> Callable[[str], str]:
     return lambda text: f"{path} is written; uploading it failed: {text}"
 

@@ -31,6 +31,7 @@ WEB_FUNCTION = "api"
 IMAGE_OF = {"render_video": "render", "transcribe_audio": "whisper",
             "generate_images": "images", WEB_FUNCTION: "web", RECONCILER: "web"}
 API_SECRET = "canvascast-api"  # modal_functions/app.py (a test checks the two agree)
+STORAGE_SECRET = "canvascast-storage"  # modal_functions/app.py, with [storage] supabase
 HF_SECRET = "huggingface-secret"  # modal_functions/image_gen.py, for the images build
 HOUR = 3600
 DAY = 86400
@@ -99,6 +100,8 @@ def build_plan(settings: Settings, *, environment: str | None = None,
     ``images`` each image's pins (``image_packages()``), ``cron`` the reconciler's
     schedule (None: ``schedule_cron(settings)``)."""
     functions = []
+    # With [storage] provider = "supabase" the job functions upload from their containers.
+    storage = [STORAGE_SECRET] if settings.storage.provider == "supabase" else []
     for name in JOB_FUNCTIONS:
         options = function_options(settings, name)
         rate = function_cost_per_second(settings, name)
@@ -109,7 +112,7 @@ def build_plan(settings: Settings, *, environment: str | None = None,
             startup_timeout=options.get("startup_timeout"), retries=options["retries"],
             min_containers=warm, max_containers=options["max_containers"],
             buffer_containers=options.get("buffer_containers"),
-            scaledown_window=options["scaledown_window"], secrets=[],
+            scaledown_window=options["scaledown_window"], secrets=storage,
             rate_per_second=rate, idle_cost_per_hour=warm * rate * HOUR,
             idle_cost_per_day=warm * rate * DAY, options=options))
     functions.append(FunctionPlan(name=WEB_FUNCTION, image=IMAGE_OF[WEB_FUNCTION],
@@ -140,7 +143,8 @@ def build_plan(settings: Settings, *, environment: str | None = None,
     return Plan(
         app=settings.app.name,
         environment=environment if environment is not None else settings.app.environment,
-        volume=settings.app.volume, secrets=[API_SECRET, HF_SECRET], functions=functions,
+        volume=settings.app.volume, secrets=[API_SECRET, HF_SECRET, *storage],
+        functions=functions,
         schedule=schedule, images=image_plans,
         idle_cost_per_hour=sum(f.idle_cost_per_hour for f in functions),
         idle_cost_per_day=sum(f.idle_cost_per_day for f in functions))

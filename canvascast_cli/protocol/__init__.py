@@ -153,6 +153,8 @@ class RenderPayload(Payload):
     options: RenderOptions = RenderOptions()
     cache: bool = Field(True, description="Use the host's result cache (false: the "
                         "client's --no-cache; the job runs and its result is not kept).")
+    upload: bool = Field(False, description="Upload each artifact to the host's "
+                         "artifact store ([storage]) and say where (Artifact.stored).")
 
 
 TranscribeEngine = Literal["faster-whisper", "openai-whisper"]
@@ -177,6 +179,8 @@ class TranscribePayload(Payload):
     refine: bool = True
     cache: bool = Field(True, description="Use the host's result cache (false: the "
                         "client's --no-cache; the job runs and its result is not kept).")
+    upload: bool = Field(False, description="Upload each artifact to the host's "
+                         "artifact store ([storage]) and say where (Artifact.stored).")
 
     @model_validator(mode="after")
     def _model_is_a_name(self) -> TranscribePayload:
@@ -215,6 +219,8 @@ class ImagesPayload(Payload):
     requests: list[ImageRequest] = Field(min_length=1, max_length=64)
     cache: bool = Field(True, description="Use the host's result cache (false: the "
                         "client's --no-cache; the job runs and its result is not kept).")
+    upload: bool = Field(False, description="Upload each artifact to the host's "
+                         "artifact store ([storage]) and say where (Artifact.stored).")
 
 
 class Progress(WireModel):
@@ -223,11 +229,21 @@ class Progress(WireModel):
     unit: str = ""
 
 
+class StoredRef(WireModel):
+    """Where the job's host uploaded an artifact (the payload's ``upload``): the
+    artifact store's provider, bucket or folder, and object name."""
+
+    provider: str
+    location: str
+    object_path: str
+
+
 class Artifact(WireModel):
     name: str
     sha256: str
     size: int
     url: str | None = None  # where the job API serves it (GET /v1/blobs/<sha256>)
+    stored: StoredRef | None = None  # uploaded by the host (payload's upload), if it was
 
 
 class ImageEntry(WireModel):

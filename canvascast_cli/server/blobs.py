@@ -94,6 +94,12 @@ class BlobStore:
         self._after_write = after_write
         self._before_read = before_read
 
+    def commit(self) -> None:
+        """Make what was written outside the blob calls (a result cache entry) visible to
+        the store's other readers: a Modal Volume's commit; nothing for a plain folder."""
+        if self._after_write is not None:
+            self._after_write()
+
     def path(self, sha: str) -> Path:
         return self.root / blob_path(sha)
 

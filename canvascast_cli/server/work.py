@@ -20,6 +20,7 @@ import json
 import os
 import shutil
 import socket
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -39,6 +40,7 @@ from canvascast_cli.protocol import (
     Payload,
     PingReply,
     RenderPayload,
+    StoredRef,
     TranscribePayload,
     is_url,
     parse_payload,
@@ -111,9 +113,9 @@ def execute(function: str, payload: Payload | Mapping[str, Any], store: BlobStor
     key = result_key(parsed)
     cached = cached_result(store, key) if key is not None else None
     if cached is not None:  # done before: its artifacts are still in the store
-        return cached.model_copy(update={
+        return uploaded(parsed, store, cached.model_copy(update={
             "billed_seconds": time.perf_counter() - began, "startup_seconds": startup,
-            "container_id": container_id(), "cold_start": first, "cache": "hit"})
+            "container_id": container_id(), "cold_start": first, "cache": "hit"}))
     with _workdir(workdir) as work:
         try:
             if isinstance(parsed, RenderPayload):
@@ -130,10 +132,62 @@ def execute(function: str, payload: Payload | Mapping[str, Any], store: BlobStor
             raise without_paths(failed, work) from exc
     if key is not None:
         keep_result(store, key, result)
-    return result.model_copy(update={
+    return uploaded(parsed, store, result.model_copy(update={
         "billed_seconds": time.perf_counter() - began, "startup_seconds": startup,
         "container_id": container_id(), "cold_start": first,
-        "cache": "miss" if key is not None else "off"})
+        "cache": "miss" if key is not None else "off"}))
+
+
+# ---------------------------------------------------------------------------------------
+# Uploads from the host (the payload's ``upload``): the artifacts go from here to the
+# artifact store, so a large video does not travel through the client twice. The host's
+# own credentials ([storage] and its key variables in this process's environment: the
+# Modal Secret, or `serve`'s environment); without them nothing is uploaded here and the
+# client uploads what it downloaded.
+
+_HOST_STORE: list[Any] = []  # [store or None], opened on first use, per process
+
+
+def host_artifact_store() -> Any:
+    """This host's artifact store for uploads, or None (not Supabase, or no keys)."""
+    if not _HOST_STORE:
+        store = None
+        try:
+            from canvascast_cli.config import load_config
+            from canvascast_cli.storage import open_store
+
+            settings = load_config().settings
+            if settings.storage.provider == "supabase":
+                store = open_store(settings, os.environ)
+        except CanvasCastError as exc:
+            print(f"canvascast: no uploads from this host ({exc.message})", file=sys.stderr)
+        _HOST_STORE.append(store)
+    return _HOST_STORE[0]
+
+
+def uploaded(payload: Payload, store: BlobStore, result: JobResult,
+             artifacts: Any = None) -> JobResult:
+    """``result`` with each artifact uploaded (``Artifact.stored``) when the payload asks
+    for it and this host can; a failed upload is noted, never the job's failure (the
+    client then uploads what it fetched)."""
+    if not getattr(payload, "upload", False) or not result.artifacts:
+        return result
+    target = artifacts if artifacts is not None else host_artifact_store()
+    if target is None:
+        return result
+    done = []
+    for artifact in result.artifacts:
+        try:
+            put = target.put(store.path(artifact.sha256), sha256=artifact.sha256,
+                             name=artifact.name)
+        except CanvasCastError as exc:
+            print(f"canvascast: {artifact.name} not uploaded from this host ({exc.message})",
+                  file=sys.stderr)
+            done.append(artifact)
+            continue
+        done.append(artifact.model_copy(update={"stored": StoredRef(
+            provider=put.provider, location=put.location, object_path=put.object_path)}))
+    return result.model_copy(update={"artifacts": done})
 
 
 # ---------------------------------------------------------------------------------------
@@ -190,9 +244,7 @@ def keep_result(store: BlobStore, key: str, result: JobResult) -> None:
         return
     finally:
         tmp.unlink(missing_ok=True)
-    commit = getattr(store, "_after_write", None)  # a Modal Volume: commit the entry
-    if commit is not None:
-        commit()
+    store.commit()  # a Modal Volume: other containers see the entry
 
 
 def ping() -> PingReply:
