@@ -415,3 +415,18 @@ def test_the_host_result_cache_in_execute(tmp_path: Path, media: Path,
     assert third.cache == "miss" and host_runs == ["_render"] * 3
     assert store.has(third.artifacts[0].sha256)
 
+
+
+def test_an_unusable_cache_folder_never_fails_the_job(cli: Cli, isolated_env: Path) -> None:
+    """The cache is bookkeeping: a cache folder that cannot be used (here a file where the
+    folder belongs) is warned about, and the job runs and writes its output."""
+    import os
+
+    home = Path(os.environ["CANVASCAST_HOME"])
+    home.mkdir(parents=True, exist_ok=True)
+    (home / "cache").write_text("not a folder")
+    result = cli("images", "a kite", "--provider", "placeholder", "--seed", "1",
+                 "--size", "320x180", "-o", "out")
+    assert result.exit_code == 0, result.stderr
+    assert "cannot be used" in result.stderr and "was not kept" in result.stderr
+    assert len(list(Path("out").glob("*.png"))) == 1

@@ -103,6 +103,10 @@ class ResultCache:
             entry = self._read(folder, kind, key)
         except FileNotFoundError:
             return None
+        except (NotADirectoryError, PermissionError) as exc:  # the cache folder itself
+            self._warn(f"cache: {self.root} cannot be used ({exc.strerror or exc}); "
+                       "running the job without it")
+            return None
         except (OSError, ValueError, KeyError, TypeError) as exc:
             self._corrupt(folder, kind, key, f"unreadable {ENTRY} ({exc})")
             return None
@@ -170,6 +174,15 @@ class ResultCache:
         """Keep ``files`` (name -> a file to copy, or bytes) as entry ``key``; True when
         this call's entry is the one kept (False: another process stored it first).
         Then the least recently used entries go until the cap holds."""
+        try:
+            return self._store(kind, key, files, data=data, label=label)
+        except OSError as exc:  # a full or read-only disk: the job's result stands
+            self._warn(f"cache: the {kind} result was not kept ({exc.strerror or exc}); "
+                       "the job's output is written")
+            return False
+
+    def _store(self, kind: str, key: str, files: Mapping[str, Path | bytes], *,
+               data: Mapping[str, Any] | None, label: str) -> bool:
         from canvascast_cli.protocol import sha256_file
 
         final = self.folder(kind, key)
@@ -241,9 +254,9 @@ class ResultCache:
 
     def _evict(self, folder: Path) -> bool:
         trash = self.root / ".trash"
-        trash.mkdir(parents=True, exist_ok=True)
         target = trash / uuid.uuid4().hex
         try:
+            trash.mkdir(parents=True, exist_ok=True)
             os.rename(folder, target)  # out of place at once: readers see all or nothing
         except OSError:
             return False
