@@ -27,6 +27,7 @@ from canvascast_cli.cli import (
     deploy_cmd,
     images,
     jobs_cmd,
+    lean_help,
     models_cmd,
     render,
     serve,
@@ -210,4 +211,5 @@ app.add_typer(cache_cmd.app, name="cache", cls=CommandGroup, rich_help_panel="Op
 
 
 def main() -> None:
+    lean_help.install()  # typer's help renderer, minus two imports it never uses here
     app()
