@@ -87,7 +87,7 @@ class _Finder(importlib.abc.MetaPathFinder):
         spec = importlib.machinery.PathFinder.find_spec(fullname, path, target)
         if spec is None or spec.loader is None:
             return None
-        spec.loader = _Loader(spec.loader)  # type: ignore[arg-type]
+        spec.loader = _Loader(spec.loader)
         return spec
 
 
