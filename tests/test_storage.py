@@ -3,6 +3,7 @@ folder store, and ``open_store``. Nothing here waits: retries sleep through a re
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from collections.abc import Iterator
 from pathlib import Path
@@ -135,7 +136,7 @@ def test_put_uploads_once_under_the_content_address(
     assert upload.headers["authorization"] == f"Bearer {TEST_KEY}"
     assert upload.headers["x-upsert"] == "true"
     assert upload.headers["content-type"].startswith("multipart/form-data")
-    no_secret(repr(store), stored, stored.to_dict())
+    no_secret(repr(store), stored, dataclasses.asdict(stored))
 
 
 def test_second_put_of_the_same_file_sends_nothing(

@@ -25,9 +25,9 @@ import hashlib
 import mimetypes
 import re
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
 
 from canvascast_cli import paths
 from canvascast_cli.atomic import staged
@@ -64,9 +64,6 @@ class StoredObject:
     sha256: str
     size: int
     uploaded: bool
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 @runtime_checkable
