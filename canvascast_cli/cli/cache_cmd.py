@@ -14,7 +14,7 @@ from canvascast_cli.errors import InvalidInput
 
 app = typer.Typer(
     help="The local result cache: a job done before is never done again (renders, "
-    "transcripts, images; capped by modal.toml's [cache] max_gb).", no_args_is_help=True)
+    "transcripts, images; capped by modal.toml's \\[cache] max_gb).", no_args_is_help=True)
 
 KINDS = ("render", "transcript", "images")
 GB = 1024 ** 3
