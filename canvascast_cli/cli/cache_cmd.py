@@ -89,7 +89,7 @@ def list_entries(ctx: typer.Context, kind: KindOption = None,
 def prune(
     ctx: typer.Context,
     max_gb: Annotated[float | None, typer.Option(
-        "--max-gb", metavar="N", help="Keep at most N GB \\[default: [cache] max_gb]")
+        "--max-gb", metavar="N", help="Keep at most N GB \\[default: \\[cache] max_gb]")
     ] = None,
     json_output: JsonFlag = False,
 ) -> None:
