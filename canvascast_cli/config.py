@@ -245,6 +245,22 @@ class CacheConfig(_Strict):
                           "used go first).")
 
 
+class RenderConfig(_Strict):
+    """Render defaults (docs/scale.md)."""
+
+    split: int | Literal["auto"] = Field(
+        1, description="Pieces a render is cut into (--split's default): 1 = not split; "
+        "auto = the cores locally, one piece per minute of video (at most "
+        "[functions.render_video] max_containers) remotely.")
+
+    @field_validator("split")
+    @classmethod
+    def _split_range(cls, value: int | str) -> int | str:
+        if isinstance(value, int) and not 1 <= value <= 1000:
+            raise ValueError("allowed: auto, or 1 to 1000 pieces")
+        return value
+
+
 class BudgetConfig(_Strict):
     """Spend the status report compares the ledger's cost with (unset: none)."""
 
@@ -285,6 +301,7 @@ class Settings(_Strict):
     status: StatusConfig = StatusConfig()
     storage: StorageConfig = StorageConfig()
     cache: CacheConfig = CacheConfig()
+    render: RenderConfig = RenderConfig()
 
     @model_validator(mode="after")
     def _windows_fit(self) -> Settings:
@@ -476,6 +493,10 @@ def _parse_env_value(text: str, annotation: Any) -> Any:
     base = args[0] if optional and len(args) == 1 else annotation
     if optional and not text.strip():
         return None
+    # A union with a Literal ([render] split: a number or "auto"): the literal as is.
+    if text.strip() in [v for a in args if typing.get_origin(a) is Literal
+                        for v in typing.get_args(a)]:
+        return text.strip()
     if base is str or typing.get_origin(base) is Literal:
         return text
     if base is bool:

@@ -108,13 +108,21 @@ def render_key(timeline: Mapping[str, Any], options: Mapping[str, Any], *,
     allow_missing_glyphs (the wire format's ``RenderOptions``); ``ffmpeg``:
     ``ffmpeg_identity``."""
     frames = options.get("frame_range")
-    return digest({
+    doc = {
         "kind": "render", "schema": SCHEMA, "timeline": dict(timeline),
         "preset": options.get("preset"), "crf": options.get("crf"),
         "frame_range": list(frames) if frames else None,
         "allow_missing_glyphs": bool(options.get("allow_missing_glyphs")),
         "audio_bitrate": options.get("audio_bitrate", "192k"),
-        "renderer": package_versions("av", "pillow"), "ffmpeg": ffmpeg})
+        "renderer": package_versions("av", "pillow"), "ffmpeg": ffmpeg}
+    # Split renders (docs/scale.md) make other bytes: a piece is video only, and a joined
+    # video has an IDR where each piece starts. Only present when set, so the keys of
+    # every other render stay as they were.
+    if options.get("video_only"):
+        doc["video_only"] = True
+    if options.get("split"):
+        doc["split"] = [list(r) for r in options["split"]]
+    return digest(doc)
 
 
 def uncacheable_refs(refs: Mapping[str, str]) -> str | None:

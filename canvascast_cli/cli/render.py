@@ -70,6 +70,13 @@ def render_command(
         "--frames", metavar="START:END",
         help="Render only frames [START, END) (the pieces of a split render join exactly).")
     ] = None,
+    split: Annotated[str | None, typer.Option(
+        "--split", metavar="auto|N",
+        help="Cut the video into N frame ranges rendered in parallel (worker processes "
+        "locally, one job each remotely) and joined by stream copy; auto: the cores "
+        "here, one piece per minute of video remotely (docs/scale.md). "
+        "\\[default: modal.toml's [render] split, else 1]")
+    ] = None,
     ffmpeg: Annotated[str | None, typer.Option(
         "--ffmpeg", envvar=env.FFMPEG, show_envvar=True, metavar="PATH",
         help="ffmpeg binary with libx264 and libass. \\[default: imageio-ffmpeg's]")
@@ -99,7 +106,8 @@ def render_command(
         _render(application, timeline, destination, local=local, remote=remote,
                 backend=backend.value, preset=preset,
                 crf=crf, overwrite=overwrite, frame_range=frame_range, ffmpeg=ffmpeg,
-                allow_missing_glyphs=allow_missing_glyphs, no_cache=no_cache, upload=upload)
+                allow_missing_glyphs=allow_missing_glyphs, no_cache=no_cache, upload=upload,
+                split=split)
 
 
 def parse_frames(text: str) -> tuple[int, int]:
@@ -129,6 +137,7 @@ def _render(
     allow_missing_glyphs: bool = False,
     no_cache: bool = False,
     upload: bool | None = None,
+    split: str | None = None,
 ) -> None:
     from canvascast_cli.cli.remote import make_dispatcher, plan_backend, stages_for
     from canvascast_cli.config import function_cost_per_second
@@ -147,11 +156,14 @@ def _render(
         options=RenderOptions(preset=preset, crf=crf, ffmpeg=ffmpeg, frame_range=frame_range),
         limits=input_limits(config.settings), allow_missing_glyphs=allow_missing_glyphs)
     check_job(job)  # before the note: a bad -o or --frames never prints "Rendering"
+    ranges = _split_ranges(split, config.settings, job, local=choice.name == "local",
+                           explicit=split is not None)
     store = (open_upload_store(application, config.settings)
              if wanted(upload, config.settings) else None)  # its settings: exit 2 now
     spec, total = timeline.output, job.frames
     out.note(f"Rendering {timeline_path} -> {destination} ({spec.width}x{spec.height} @ "
-             f"{spec.fps:g} fps, {total} frames, {total / spec.fps:.1f} s) on {choice.name}")
+             f"{spec.fps:g} fps, {total} frames, {total / spec.fps:.1f} s) on {choice.name}"
+             + (f" in {len(ranges)} pieces" if len(ranges) > 1 else ""))
     cache, cache_reason = results_cache(application, config, no_cache)
     key: str | None = None
     if cache is not None:
@@ -159,10 +171,13 @@ def _render(
 
         keyed, cache_reason = local_render_timeline(timeline, job.base_dir)
         if keyed is not None:
-            key = render_key(keyed, {"preset": preset, "crf": crf, "frame_range": frame_range,
-                                     "allow_missing_glyphs": allow_missing_glyphs,
-                                     "audio_bitrate": job.options.audio_bitrate},
-                             ffmpeg=ffmpeg_identity(ffmpeg))
+            params: dict[str, Any] = {
+                "preset": preset, "crf": crf, "frame_range": frame_range,
+                "allow_missing_glyphs": allow_missing_glyphs,
+                "audio_bitrate": job.options.audio_bitrate}
+            if len(ranges) > 1:  # the same frames, other bytes (an IDR starts each piece)
+                params["split"] = [list(r) for r in ranges]
+            key = render_key(keyed, params, ffmpeg=ffmpeg_identity(ffmpeg))
         else:
             cache = None
     if cache is not None and key is not None:
@@ -190,6 +205,10 @@ def _render(
 
         def here() -> RenderResult:
             stages.stage("render", total, "frames")
+            if len(ranges) > 1:
+                from canvascast_cli.engines.render.split import render_local
+
+                return render_local(job, ranges, progress=stages.update, note=out.note)
             return run_render(job, progress=stages.update)
 
         dispatcher = make_dispatcher(application, choice, config, remote_only=remote,
@@ -226,6 +245,26 @@ def _render(
         payload["uploads"] = upload_files(application, store, config.settings,
                                           [Path(result.output)], reported=reported)
     out.data(payload, text=result.output)
+
+
+def _split_ranges(text: str | None, settings: Any, job: Any, *, local: bool,
+                  explicit: bool) -> list[tuple[int, int]]:
+    """The frame ranges of a split render (one range: not split)."""
+    from canvascast_cli.engines.render.split import auto_pieces, parse_split, plan
+
+    value = parse_split(text if text is not None else settings.render.split)
+    if value == 1:
+        return [(0, job.timeline.total_frames)]
+    if job.options.frame_range is not None:
+        if explicit:
+            raise InvalidInput("--split renders the whole video in pieces; it cannot be "
+                               "combined with --frames")
+        return [job.options.frame_range]  # modal.toml's default applies to whole renders
+    total = job.timeline.total_frames
+    pieces = value if isinstance(value, int) else auto_pieces(
+        total, job.timeline.output.fps, local=local,
+        max_containers=settings.functions.render_video.max_containers)
+    return plan(total, pieces)
 
 
 def _from_cache(application: Application, cache: Any, key: str, job: Any,
