@@ -260,3 +260,43 @@ def test_render_split_from_the_command_line(cli: Cli, timeline: Path) -> None:
     assert bad.exit_code == 2 and "cannot be combined with --frames" in bad.stderr
     bad = cli("render", timeline, "-o", "b.mp4", "--split", "zero")
     assert bad.exit_code == 2 and "--split" in bad.stderr
+
+
+# ---------------------------------------------------------------------------------------
+# On a job host (`canvascast serve`, Modal): pieces and the join as jobs on the blob store
+
+
+def test_pieces_and_join_as_jobs_on_the_host(timeline: Path, tmp_path: Path) -> None:
+    from canvascast_cli.protocol import blob_ref, rewrite_refs, timeline_refs
+    from canvascast_cli.server import work
+    from canvascast_cli.server.blobs import BlobStore
+
+    store = BlobStore(tmp_path / "store")
+    data = __import__("json").loads(timeline.read_text())
+    mapping = {}
+    for ref in set(timeline_refs(data).values()):
+        sha, _ = store.put_file(timeline.parent / ref)
+        mapping[ref] = blob_ref(sha, Path(ref).suffix)
+    doc = rewrite_refs(data, mapping)
+    ranges = split.plan(TOTAL, 2)
+    pieces = []
+    for frames in ranges:
+        result = work.execute("render_video", {"timeline": doc, "options": {
+            "frame_range": list(frames), "video_only": True}}, store)
+        artifact = result.artifact("piece.mp4")
+        assert artifact is not None and result.summary["frames"] == frames[1] - frames[0]
+        pieces.append({"sha256": artifact.sha256, "frames": list(frames)})
+    joined = work.execute("render_video", {"timeline": doc, "options": {"pieces": pieces}},
+                          store)
+    video = joined.artifact("video.mp4")
+    assert video is not None and joined.summary["frames"] == TOTAL
+    assert len(decode_frames(store.path(video.sha256))) == TOTAL
+    # A piece that is not in the store: refused at submit, naming it.
+    gone = [pieces[0], {"sha256": "0" * 64, "frames": list(ranges[1])}]
+    with pytest.raises(InvalidInput) as missing:
+        work.check_inputs("render_video", {"timeline": doc, "options": {"pieces": gone}},
+                          store)
+    assert any("options.pieces[1]" in d for d in missing.value.details)
+    with pytest.raises(InvalidInput):  # a join is not also a piece
+        work.check_inputs("render_video", {"timeline": doc, "options": {
+            "pieces": pieces, "video_only": True}}, store)

@@ -122,6 +122,8 @@ def render_key(timeline: Mapping[str, Any], options: Mapping[str, Any], *,
         doc["video_only"] = True
     if options.get("split"):
         doc["split"] = [list(r) for r in options["split"]]
+    if options.get("pieces"):  # a join: the pieces' bytes
+        doc["pieces"] = [[p["sha256"], list(p["frames"])] for p in options["pieces"]]
     return digest(doc)
 
 

@@ -137,12 +137,32 @@ X264Preset = Literal["ultrafast", "superfast", "veryfast", "faster", "fast", "me
                      "slower", "veryslow"]
 
 
+class PieceRef(Payload):
+    """One piece of a split render, as a join names it: its blob and its frames."""
+
+    sha256: str = Field(pattern=f"^{SHA256_PATTERN}$")
+    frames: list[int] = Field(min_length=2, max_length=2,
+                              description="The piece's frames [start, end).")
+
+
 class RenderOptions(Payload):
     preset: X264Preset = "veryfast"
     crf: int = Field(20, ge=0, le=51, description="x264 quality (lower: better, larger).")
     frame_range: list[int] | None = Field(
         None, min_length=2, max_length=2, description="Render only frames [start, end).")
     allow_missing_glyphs: bool = False
+    video_only: bool = Field(False, description="A piece of a split render: frame_range "
+                             "as video only (artifact piece.mp4), to be joined.")
+    pieces: list[PieceRef] | None = Field(
+        None, min_length=1, max_length=1000, description="A split render's join: the "
+        "pieces (blobs from video_only jobs), in order, covering the whole video; the "
+        "host checks and joins them and mixes the audio (docs/scale.md).")
+
+    @model_validator(mode="after")
+    def _join_or_piece(self) -> RenderOptions:
+        if self.pieces is not None and (self.frame_range is not None or self.video_only):
+            raise ValueError("pieces (a join) takes neither frame_range nor video_only")
+        return self
 
 
 class RenderPayload(Payload):
@@ -437,7 +457,10 @@ def parse_payload(name: str, data: Any) -> Payload:
 def payload_refs(payload: Payload) -> dict[str, str]:
     """field -> reference, for every file a payload names (blob references and URLs)."""
     if isinstance(payload, RenderPayload):
-        return timeline_refs(payload.timeline.model_dump(mode="json"))
+        refs = timeline_refs(payload.timeline.model_dump(mode="json"))
+        for n, piece in enumerate(payload.options.pieces or ()):
+            refs[f"options.pieces[{n}]"] = blob_ref(piece.sha256, ".mp4")
+        return refs
     if isinstance(payload, TranscribePayload):
         return {"audio": payload.audio}
     return {}

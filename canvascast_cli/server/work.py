@@ -334,12 +334,14 @@ def _render(payload: RenderPayload, store: BlobStore, work: Path, progress: Prog
     timeline = payload.timeline.model_dump(mode="json")
     mapping = _materialise(timeline_refs(timeline), store, work)
     options = payload.options
+    name = "piece.mp4" if options.video_only else "video.mp4"  # a split render's piece
     job = RenderJob(
         timeline=parse_timeline(rewrite_refs(timeline, mapping), source="timeline"),
-        base_dir=work, output=work / "video.mp4",
+        base_dir=work, output=work / name,
         options=RenderOptions(preset=options.preset, crf=options.crf,
                               frame_range=(options.frame_range[0], options.frame_range[1])
-                              if options.frame_range else None),
+                              if options.frame_range else None,
+                              video_only=options.video_only),
         allow_missing_glyphs=options.allow_missing_glyphs)
     report = (lambda done, total: progress(done, total, "frames")) if progress else None
     transport = None
@@ -347,12 +349,29 @@ def _render(payload: RenderPayload, store: BlobStore, work: Path, progress: Prog
         from canvascast_cli.net import public_only
 
         transport = public_only()
-    rendered = run_render(job, progress=report, transport=transport)
+    if options.pieces is not None:
+        rendered = _join(job, options.pieces, store, transport)
+    else:
+        rendered = run_render(job, progress=report, transport=transport)
     sha, size = store.put_file(job.output)
     summary = dump(rendered)
     summary.pop("output", None)
-    return JobResult(artifacts=[_artifact("video.mp4", sha, size)], summary=summary,
+    return JobResult(artifacts=[_artifact(name, sha, size)], summary=summary,
                      units=float(rendered.frames), unit="frames")
+
+
+def _join(job: Any, pieces: Any, store: BlobStore, transport: Any) -> Any:
+    """A split render's join on the host: the pieces are blobs here (never fetched by
+    the client); they are checked, joined by stream copy, and the audio mixed once."""
+    from canvascast_cli.engines.render.inputs import resolve_timeline
+    from canvascast_cli.engines.render.split import join
+
+    resolved = resolve_timeline(job.timeline, job.base_dir, limits=job.limits,
+                                allow_missing_glyphs=job.allow_missing_glyphs,
+                                transport=transport)
+    paths = [store.path(p.sha256) if store.has(p.sha256) else None for p in pieces]
+    ranges = [(p.frames[0], p.frames[1]) for p in pieces]
+    return join(resolved, paths, ranges, job.output, options=job.options)
 
 
 def _transcribe(payload: TranscribePayload, store: BlobStore, work: Path,
