@@ -154,7 +154,8 @@ class _FakeEngine:
         self.held: list[weakref.ref[np.ndarray]] = []
 
     def transcribe(self, audio: np.ndarray, *, language: str | None, beam_size: int,
-                   progress: Any = None) -> tuple[list[Segment], str]:
+                   progress: Any = None, on_segment: Any = None
+                   ) -> tuple[list[Segment], str]:
         assert all(ref() is None for ref in self.held), "an earlier chunk is still held"
         self.held.append(weakref.ref(audio if audio.base is None else audio.base))
         self.calls.append({"samples": len(audio), "language": language, "beam": beam_size})

@@ -20,9 +20,10 @@ chunk by chunk again, so memory stays flat either way.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -36,6 +37,7 @@ from canvascast_cli.engines.transcribe.audio import (
 )
 from canvascast_cli.engines.transcribe.engines import create_engine
 from canvascast_cli.engines.transcribe.models import ModelRef, resolve_model
+from canvascast_cli.engines.transcribe.parallel import default_workers
 from canvascast_cli.engines.transcribe.result import Refinement, Segment, Transcript, Word
 from canvascast_cli.errors import InvalidInput
 
@@ -76,6 +78,7 @@ def transcribe_file(
     refine: bool = False,
     models: ModelCache | None = None,
     names_only: bool = False,
+    workers: int | None = None,
 ) -> Transcript:
     """Transcribe ``audio_path``; ``progress(seconds_done, seconds_total)`` as it goes.
 
@@ -86,6 +89,9 @@ def transcribe_file(
     why it was skipped. Off here, on in ``TranscribeJob`` (what every host runs).
     ``models``: where a long-lived host keeps the recogniser between jobs. ``names_only``:
     ``model`` must be a published name, never a path (a worker serving remote jobs).
+    ``workers``: worker processes for a long recording (``parallel.py``); None: one per
+    core on a CPU for recordings over ``PARALLEL_MIN_SECONDS`` (faster-whisper), 1: the
+    serial path.
     """
     if beam_size < 1 or beam_size > 20:
         raise InvalidInput(f"--beam-size: {beam_size} is out of range; allowed: 1 to 20")
@@ -93,6 +99,14 @@ def transcribe_file(
     ref = resolve_model(engine, model, names_only=names_only)
     info = probe_audio(audio_path)  # every input check, before the model loads
     began = time.perf_counter()
+    if workers is None:
+        workers = (default_workers(info.duration, gpu=_gpu())
+                   if ref.engine == "faster-whisper" else 1)
+    if workers > 1:
+        return _transcribe_parallel(
+            audio_path, ref, info.duration, workers, language=language,
+            beam_size=beam_size, script=script, offset=offset, compute_type=compute_type,
+            threads=threads, progress=progress, refine=refine, began=began)
     recogniser = load_recogniser(ref, compute_type=compute_type, threads=threads,
                                  models=models)
     loaded = time.perf_counter()
@@ -110,6 +124,7 @@ def transcribe_file(
     kept: list[str | None] = []
     refining = 0.0  # seconds the aligner worked (beside recognition, or after it)
     waiting = 0.0  # seconds the pipeline waited for it: what it added to the wall time
+    first_word: float | None = None
     known = language or ("en" if ref.name.endswith(".en") else None)
     if refine and known is not None:  # else once the first chunk says what is spoken
         began_refining = time.perf_counter()
@@ -118,38 +133,23 @@ def transcribe_file(
     for chunk in iter_chunks(audio_path, chunk_seconds=chunk_seconds,
                              search_seconds=search_seconds):
         start, end = chunk.start, chunk.end
-        # Without a script the words to refine are the recognised ones: refined while
-        # the recogniser goes on (it leaves a core idle much of the time).
-        stream = refiner.stream(chunk.samples) if refiner and script is None else None
-        more = {"on_segment": _feeder(stream)} if stream else {}
-        try:
-            pieces, detected = recogniser.transcribe(chunk.samples, language=language,
-                                                     beam_size=beam_size,
-                                                     progress=_after(start, report), **more)
-        except BaseException:
-            if stream is not None:
-                stream.close()  # its thread ends and the aligner is free again
-            raise
+        done = recognise_chunk(recogniser, chunk.samples, language=language,
+                               beam_size=beam_size, refine=refine and script is None,
+                               with_script=refine and script is not None, refiner=refiner,
+                               skipped=skipped, progress=_after(start, report))
+        del chunk  # the samples go before the next chunk is decoded
+        if first_word is None and done.first_word is not None:
+            first_word = done.first_word - began
         if spoken is None:
             # Like one call on the whole file: the language heard first holds throughout.
-            spoken = detected
-            language = language or detected
-            if refine and refiner is None and skipped is None:
-                began_refining = time.perf_counter()
-                refiner, skipped = _load_refiner(language)
-                waiting += time.perf_counter() - began_refining
-        if refiner is not None and script is None:
-            began_refining = time.perf_counter()
-            if stream is None:  # the first chunk of a language found only now
-                stream = refiner.stream(chunk.samples)
-                stream.add([w for piece in pieces for w in piece.words])
-            timed, reasons = stream.finish()
-            pieces = _with_words(pieces, timed)
-            kept += reasons
-            refining += stream.seconds
-            waiting += time.perf_counter() - began_refining
-        del chunk, stream  # the samples go before the next chunk is decoded
-        segments += [_moved(piece, start, len(segments) + i) for i, piece in enumerate(pieces)]
+            spoken = done.language
+            language = language or done.language
+        refiner, skipped = done.refiner, done.skipped
+        kept += done.kept or []
+        refining += done.refine_seconds
+        waiting += done.wait_seconds
+        segments += [_moved(piece, start, len(segments) + i)
+                     for i, piece in enumerate(done.segments)]
         report(end)
     report(total)
     finished = time.perf_counter()
@@ -169,7 +169,8 @@ def transcribe_file(
                       Refinement(aligner=refiner.name, kept=tuple(kept)))
     timing = {"load_seconds": round(loaded - began, 3),
               "transcribe_seconds": round(recognising, 3),
-              "realtime_factor": round(total / recognising, 2) if recognising > 0 else None}
+              "realtime_factor": round(total / recognising, 2) if recognising > 0 else None,
+              "first_word_seconds": None if first_word is None else round(first_word, 3)}
     if refiner is not None:
         timing["refine_seconds"] = round(refining, 3)
         timing["refine_wait_seconds"] = round(waiting, 3)
@@ -181,12 +182,152 @@ def transcribe_file(
     return transcript.shifted(offset)
 
 
+def _transcribe_parallel(audio_path: Path, ref: ModelRef, total: float, workers: int, *,
+                         language: str | None, beam_size: int, script: Sequence[str] | None,
+                         offset: float, compute_type: str | None, threads: int | None,
+                         progress: Callable[[float, float], None] | None, refine: bool,
+                         began: float) -> Transcript:
+    """``transcribe_file`` for a long recording: pieces cut at pauses, transcribed by
+    ``workers`` processes, stitched (``parallel.py``)."""
+    from canvascast_cli.engines.transcribe import parallel
+
+    def report(done: float) -> None:
+        if progress is not None:
+            progress(min(done, total), total)
+
+    report(0.0)
+    per_worker = threads or max(1, (os.cpu_count() or workers) // workers)
+    known = language or ("en" if ref.name.endswith(".en") else None)
+    with parallel.scratch_folder() as folder, \
+            parallel.make_pool(workers, ref, compute_type, per_worker) as pool:
+        run = parallel.run_pieces(pool, workers, audio_path, total, Path(folder),
+                                  language=known, beam_size=beam_size, refine=refine,
+                                  with_script=script is not None, report=report,
+                                  began=began)
+        segments, kept = parallel.stitch(run.parts)
+        finished = time.perf_counter()
+        words = tuple(w for s in segments for w in s.words)
+        alignment = None
+        refining, waiting = run.refine_seconds, run.wait_seconds
+        if script is not None:
+            aligned, alignment = align_script(script, words, total)
+            words = tuple(aligned)
+            if refine and run.aligner is not None:
+                timed, kept, refining = parallel.refine_pieces(pool, run.pieces, words, total)
+                words = tuple(timed)
+                waiting = time.perf_counter() - finished
+    report(total)
+    ended = time.perf_counter()
+    recognising = (finished if script is not None else ended) - began
+    refinement = None
+    if refine:
+        refinement = (Refinement(aligner=None, skipped=run.skipped) if run.aligner is None
+                      else Refinement(aligner=run.aligner, kept=tuple(kept or ())))
+    timing: dict[str, Any] = {
+        "load_seconds": round(run.load_seconds, 3),
+        "transcribe_seconds": round(recognising, 3),
+        "realtime_factor": round(total / recognising, 2) if recognising > 0 else None,
+        "first_word_seconds": (None if run.first_piece_seconds is None
+                               else round(run.first_piece_seconds, 3)),
+        "workers": workers}
+    if run.aligner is not None and refine:
+        timing["refine_seconds"] = round(refining, 3)
+        timing["refine_wait_seconds"] = round(waiting, 3)
+    transcript = Transcript(
+        segments=tuple(segments), words=words, language=run.language, duration=total,
+        engine=ref.engine, model=ref.name, alignment=alignment, extra={"timing": timing},
+        refinement=refinement)
+    return transcript.shifted(offset)
+
+
+def _gpu() -> bool:
+    """Whether CTranslate2 sees a CUDA device (then one process uses it whole)."""
+    try:
+        import ctranslate2
+    except ImportError:
+        return False
+    return bool(ctranslate2.get_cuda_device_count() > 0)
+
+
 def load_recogniser(ref: ModelRef, *, compute_type: str | None = None,
                     threads: int | None = None, models: ModelCache | None = None) -> Any:
     """The recogniser for model ``ref``: from ``models`` when a host keeps one loaded
     (keyed by everything the loaded model depends on), else loaded now."""
     return load(models, ("whisper", ref.engine, str(ref.path), compute_type, threads),
                 lambda: create_engine(ref, compute_type=compute_type, threads=threads))
+
+
+@dataclass
+class ChunkDone:
+    """One chunk recognised (and its words refined, without a script)."""
+
+    segments: list[Segment]  # on the chunk's clock
+    language: str
+    kept: list[str | None] | None  # per word, when refined
+    refiner: Refiner | None
+    skipped: str | None  # why refinement did not run
+    recognise_seconds: float
+    refine_seconds: float  # the aligner's work
+    wait_seconds: float  # what refinement added: loading it, finishing after recognition
+    first_word: float | None  # perf_counter() when the first word was decoded
+
+    @property
+    def aligner(self) -> str | None:
+        return self.refiner.name if self.refiner is not None else None
+
+
+def recognise_chunk(recogniser: Any, samples: Any, *, language: str | None, beam_size: int,
+                    refine: bool, with_script: bool = False, refiner: Refiner | None = None,
+                    skipped: str | None = None,
+                    progress: Callable[[float], None] | None = None) -> ChunkDone:
+    """Recognise one chunk's samples; with ``refine``, re-time its words with the same
+    samples on a thread beside the recogniser, each segment as soon as it is decoded.
+    ``refiner``: the one already loaded (else loaded here, once the language is known).
+    ``with_script``: refinement is wanted later (script words): only load the aligner.
+    The serial path runs it chunk after chunk; the parallel one in worker processes."""
+    waiting = 0.0
+    wanted = refine or with_script
+    if wanted and refiner is None and skipped is None and language is not None:
+        began = time.perf_counter()
+        refiner, skipped = _load_refiner(language)
+        waiting += time.perf_counter() - began
+    # Without a script the words to refine are the recognised ones: refined while the
+    # recogniser goes on (it leaves a core idle much of the time).
+    stream = refiner.stream(samples) if refiner is not None and refine else None
+    first: list[float] = []
+
+    def seen(piece: Segment) -> None:
+        if not first and piece.words:
+            first.append(time.perf_counter())
+        if stream is not None:
+            stream.add(piece.words)
+
+    began = time.perf_counter()
+    try:
+        pieces, detected = recogniser.transcribe(samples, language=language,
+                                                 beam_size=beam_size, progress=progress,
+                                                 on_segment=seen)
+    except BaseException:
+        if stream is not None:
+            stream.close()  # its thread ends and the aligner is free again
+        raise
+    recognised = time.perf_counter()
+    kept: list[str | None] | None = None
+    refining = 0.0
+    if wanted and refiner is None and skipped is None:
+        refiner, skipped = _load_refiner(language or detected)  # a language found only now
+        waiting += time.perf_counter() - recognised
+    if refiner is not None and refine:
+        began_refining = time.perf_counter()
+        if stream is None:  # the first chunk of a language found only now
+            stream = refiner.stream(samples)
+            stream.add([w for piece in pieces for w in piece.words])
+        timed, kept = stream.finish()
+        pieces = _with_words(pieces, timed)
+        refining = stream.seconds
+        waiting += time.perf_counter() - began_refining
+    return ChunkDone(pieces, detected, kept, refiner, skipped, recognised - began, refining,
+                     waiting, first[0] if first else None)
 
 
 def _load_refiner(language: str | None) -> tuple[Refiner | None, str | None]:

@@ -62,10 +62,13 @@ FRAME_SECONDS = 0.01  # pocketsphinx's frame rate is 100 per second
 # path costs little, and the default beams lost the true path on synthetic voices. No
 # language model (the words are known), no lattice rescoring, 16 kHz input.
 BEAM = 1e-300
-# Three Gaussians per codebook instead of four: 13 % less time, the same accuracy.
+# Two Gaussians per codebook instead of pocketsphinx's four: the scoring of Gaussians is
+# most of the work; 3 took 13 % less time than 4, 2 another ~20 % less, for the same
+# accuracy on the tuning voice (14.5 -> 15.2 ms start error) and the held-out ones
+# (23.6 -> 23.1 ms); 1 lost accuracy (demo 22 ms). See docs/performance.md.
 DECODER_OPTIONS: dict[str, Any] = {
     "lm": None, "bestpath": False, "beam": BEAM, "wbeam": BEAM, "pbeam": BEAM,
-    "maxhmmpf": -1, "topn": 3, "samprate": SAMPLE_RATE, "loglevel": "FATAL"}
+    "maxhmmpf": -1, "topn": 2, "samprate": SAMPLE_RATE, "loglevel": "FATAL"}
 PIECE_BYTES = 2 * 4800  # audio handed to the decoder per call: 0.3 s of 16-bit samples
 
 NOT_IN_DICTIONARY = "not in dictionary"
