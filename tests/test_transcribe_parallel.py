@@ -187,3 +187,20 @@ def test_parallel_pieces_give_the_words_of_one_pass(monkeypatch: pytest.MonkeyPa
     assert pieces.refinement is not None and pieces.refinement.refined >= len(words) - 3
     truth_words = [t["word"] for t in TRUTH]
     assert word_error_rate(truth_words, [w.word for w in words]) <= 0.15
+
+
+@needs_models
+def test_script_words_are_refined_on_the_workers(monkeypatch: pytest.MonkeyPatch) -> None:
+    from canvascast_cli.engines.transcribe.pipeline import read_script, transcribe_file
+    from tests.quality import timing_errors
+
+    monkeypatch.setattr(parallel, "MIN_PIECE_SECONDS", 10.0)
+    monkeypatch.setattr(parallel, "MAX_PIECE_SECONDS", 10.0)
+    script = read_script(REPO / "examples" / "demo" / "script.txt")
+    transcript = transcribe_file(NARRATION, refine=True, workers=2, script=script)
+    assert [w.word for w in transcript.words] == list(script)
+    assert transcript.refinement is not None
+    assert transcript.refinement.refined >= len(script) - 3
+    starts, _ = timing_errors(TRUTH, [{"word": w.word, "start": w.start, "end": w.end}
+                                      for w in transcript.words])
+    assert sum(starts) / len(starts) <= 0.04
