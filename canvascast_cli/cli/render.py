@@ -302,22 +302,11 @@ def _from_cache(application: Application, cache: Any, key: str, job: Any,
 
 
 def _refuse_an_input(output: Path, job: Any) -> None:
-    """The check run_render makes: never write the video over one of its own inputs."""
-    import os
-
+    """The check run_render makes (never write the video over one of its own inputs),
+    from the timeline's file references alone: a cache hit resolves nothing else."""
+    from canvascast_cli.engines.render.job import refuse_overwriting
     from canvascast_cli.protocol import is_url, timeline_refs
 
-    if not output.exists():
-        return
-    for ref in timeline_refs(job.timeline.model_dump(mode="json")).values():
-        if is_url(ref):
-            continue
-        path = Path(ref).expanduser()
-        path = path if path.is_absolute() else job.base_dir / path
-        try:
-            same = os.path.samefile(path, output)
-        except OSError:
-            same = False
-        if same:
-            raise InvalidInput(f"-o: {output} is one of the render's own inputs ({path}); "
-                               "write the video somewhere else")
+    refs = timeline_refs(job.timeline.model_dump(mode="json")).values()
+    paths = (Path(ref).expanduser() for ref in refs if not is_url(ref))
+    refuse_overwriting(output, (p if p.is_absolute() else job.base_dir / p for p in paths))

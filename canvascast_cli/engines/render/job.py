@@ -8,7 +8,7 @@ returns a typed result; it never imports the CLI.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -89,9 +89,14 @@ def input_paths(resolved: ResolvedTimeline) -> list[Path]:
 
 
 def refuse_overwriting_an_input(output: Path, resolved: ResolvedTimeline) -> None:
+    refuse_overwriting(output, input_paths(resolved))
+
+
+def refuse_overwriting(output: Path, inputs: Iterable[Path]) -> None:
+    """InvalidInput when ``output`` exists and is one of ``inputs`` (the same file)."""
     if not output.exists():
         return
-    for path in input_paths(resolved):
+    for path in inputs:
         try:
             same = os.path.samefile(path, output)
         except OSError:
