@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 from canvascast_cli.cli.app import app
 from canvascast_cli.cli.context import Application, Services
 from tests.helpers import Result, textured_image, tone_wav
+from tests.storage_server import FakeStorage
 
 
 @pytest.fixture(autouse=True)
@@ -78,6 +79,16 @@ def black_hole() -> Iterator[str]:
     for conn in held:
         conn.close()
     server.close()
+
+
+@pytest.fixture
+def fake() -> Iterator[FakeStorage]:
+    """A fake Supabase Storage on loopback (tests/storage_server.py)."""
+    server = FakeStorage().start()
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 @pytest.fixture

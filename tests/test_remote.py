@@ -19,6 +19,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -64,16 +65,17 @@ def wait_healthy(url: str, proc: subprocess.Popen[bytes] | None = None) -> None:
     raise RuntimeError("the job API never became healthy")
 
 
-@pytest.fixture(scope="module")
-def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """`canvascast serve` on loopback, as a user runs it."""
-    root = tmp_path_factory.mktemp("served")
+@contextmanager
+def running_serve(root: Path, *, workers: int = 2) -> Iterator[str]:
+    """`canvascast serve` on loopback, as a user runs it (state and store under
+    ``root``, this process's environment otherwise); its URL."""
     port = free_port()
     env = {**os.environ, "MODAL_TOKEN": TOKEN, "CANVASCAST_HOME": str(root / "home"),
            "NO_COLOR": "1"}
     proc = subprocess.Popen([sys.executable, "-m", "canvascast_cli", "serve", "--port",
-                             str(port), "--workers", "2", "--store", str(root / "store")],
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                             str(port), "--workers", str(workers), "--store",
+                             str(root / "store")],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     url = f"http://127.0.0.1:{port}"
     try:
         wait_healthy(url, proc)
@@ -84,6 +86,12 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             proc.wait(10)
         except subprocess.TimeoutExpired:
             proc.kill()
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    with running_serve(tmp_path_factory.mktemp("served")) as url:
+        yield url
 
 
 @pytest.fixture

@@ -37,15 +37,6 @@ from tests.storage_server import TEST_KEY, FakeStorage
 BUCKET = "canvascast"
 
 
-@pytest.fixture
-def fake() -> Iterator[FakeStorage]:
-    server = FakeStorage().start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
 class Sleeps(list[float]):
     def __call__(self, seconds: float) -> None:
         self.append(seconds)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -17,15 +17,6 @@ from tests.storage_server import TEST_KEY, FakeStorage
 
 IMAGES = ("images", "a red kite", "a harbour", "--provider", "placeholder", "--seed", "3",
           "--size", "320x180")
-
-
-@pytest.fixture
-def fake() -> Iterator[FakeStorage]:
-    server = FakeStorage().start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture
@@ -147,21 +138,9 @@ def test_a_remote_render_is_uploaded_by_its_host(cli: Callable[..., Result],
                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     """Through `canvascast serve` holding its own Supabase keys: the host uploads the
     video, the client only signs it (the video does not travel back up through it)."""
-    import os
-    import subprocess
-    import sys
+    from tests.test_remote import TOKEN, running_serve
 
-    from tests.test_remote import TOKEN, free_port, wait_healthy
-
-    port = free_port()
-    env = {**os.environ, "MODAL_TOKEN": TOKEN, "CANVASCAST_HOME": str(tmp_path / "host"),
-           "NO_COLOR": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "canvascast_cli", "serve", "--port",
-                             str(port), "--store", str(tmp_path / "store")], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_healthy(url, proc)
+    with running_serve(tmp_path, workers=1) as url:
         monkeypatch.setenv("MODAL_ENDPOINT", url)
         monkeypatch.setenv("MODAL_TOKEN", TOKEN)
         timeline = write_timeline(media, {"output": small_output(),
@@ -179,9 +158,3 @@ def test_a_remote_render_is_uploaded_by_its_host(cli: Callable[..., Result],
         assert len(supabase_env.calls("POST", f"/object/canvascast/{upload['object_path']}")) \
             == 1
         assert httpx.get(upload["signed_url"]).content == stored.data
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
