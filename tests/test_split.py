@@ -3,9 +3,11 @@ timelines: 320x180 at 10 fps, 31 frames)."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import itertools
 import os
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +16,7 @@ import pytest
 
 from canvascast_cli.engines.render import split
 from canvascast_cli.engines.render.engine import RenderOptions, render
+from canvascast_cli.engines.render.ffmpeg import ffmpeg_exe
 from canvascast_cli.errors import FFmpegError, InvalidInput, JobFailed
 from tests.helpers import Cli, decode_audio, decode_frames, small_output, tone_wav, write_timeline
 
@@ -180,6 +183,55 @@ def test_join_is_lossless_and_close_to_the_unsplit_render(timeline: Path) -> Non
     assert not out.exists()
 
 
+def test_join_with_the_audio_made_beforehand(timeline: Path) -> None:
+    """The audio made apart (once, as the final AAC) and handed to the join: the join
+    only copies; the result equals a join that made the audio itself. Audio that is not
+    the video's (a video, another length) is refused before anything is written."""
+    from canvascast_cli.engines.render.inputs import resolve_timeline
+
+    resolved = resolve_timeline(_job(timeline, timeline.parent / "x.mp4").timeline,
+                                timeline.parent)
+    ranges = split.plan(TOTAL, 2)
+    pieces = []
+    for n, frames in enumerate(ranges):
+        pieces.append(timeline.parent / f"piece{n}.mp4")
+        render(resolved, pieces[-1], options=RenderOptions(frame_range=frames,
+                                                            video_only=True))
+    audio = split.make_audio(resolved, timeline.parent / "audio.m4a")
+    given = Path(split.join(resolved, pieces, ranges, timeline.parent / "a.mp4",
+                            audio=audio).output)
+    made = Path(split.join(resolved, pieces, ranges, timeline.parent / "b.mp4").output)
+    assert _digests(given) == _digests(made)
+    sa, sb = decode_audio(given), decode_audio(made)  # the tail: see the test above
+    body = len(sa) - 48000 * 15 // 100
+    assert len(sa) == len(sb) and np.array_equal(sa[:body], sb[:body])
+    assert np.abs(sa - sb).max() < 0.01
+    assert [p[:2] for p in _packets(given)] == [p[:2] for p in _packets(made)]
+
+    out = timeline.parent / "never.mp4"
+    with pytest.raises(JobFailed, match="not an audio-only file"):
+        split.join(resolved, pieces, ranges, out, audio=pieces[0])
+    short = timeline.parent / "short.m4a"  # 2 s of AAC
+    subprocess.run([ffmpeg_exe(), "-loglevel", "error", "-f", "lavfi", "-i",
+                    "sine=duration=2:sample_rate=48000", "-c:a", "aac", str(short)],
+                   check=True)
+    with pytest.raises(JobFailed, match=r"2\.000 s of audio for a 3\.100 s video"):
+        split.join(resolved, pieces, ranges, out, audio=short)
+    assert not out.exists()
+    assert not list(timeline.parent.glob(".never.mp4.*"))  # no half-written file either
+
+
+def _ffmpeg_children() -> list[int]:
+    """This process's child processes that run ffmpeg (Linux /proc)."""
+    found = []
+    for task in Path("/proc/self/task").iterdir():
+        for pid in (task / "children").read_text().split():
+            with contextlib.suppress(OSError):
+                if b"ffmpeg" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                    found.append(int(pid))
+    return found
+
+
 def test_seam_frames_are_the_renderers_own(timeline: Path) -> None:
     """Before x264: a piece's first frames (made by a fresh compositor, as a piece's
     worker makes them) are bit for bit the frames the whole render makes there."""
@@ -234,10 +286,16 @@ def test_a_failed_piece_is_retried_alone(timeline: Path, tmp_path: Path,
     assert progress and max(progress) == TOTAL  # frames across all pieces
 
     monkeypatch.setenv("CANVASCAST_TEST_SPLIT_FAIL", "1")  # fails every try: no video
+    # The audio made beside the pieces is stopped with them: here an ffmpeg that would
+    # never end on its own.
+    endless = [ffmpeg_exe(), "-nostdin", "-loglevel", "error", "-re", "-f", "lavfi",
+               "-i", "anullsrc", "-f", "null", "-"]
+    monkeypatch.setattr(split, "audio_command", lambda *_a: endless)
     with pytest.raises(FFmpegError, match="injected"):
         split.render_local(_job(timeline, timeline.parent / "f.mp4"), split.plan(TOTAL, 3),
                            workers=2, piece=flaky_piece)
     assert not (timeline.parent / "f.mp4").exists()
+    assert _ffmpeg_children() == []
 
 
 # ---------------------------------------------------------------------------------------

@@ -3,20 +3,28 @@
 Each piece is frames ``[start, end)`` rendered as video only (``RenderOptions.video_only``)
 with the same pinned x264 settings (``engine.STITCHABLE``: closed GOP, headers from the
 settings alone), so every piece starts on an IDR frame and carries the same SPS/PPS. The
-audio (narration, music, ducking) is made once, by the join: the whole mix is built as
-PCM in the join's filtergraph and encoded to AAC there, exactly as an unsplit render does.
+audio (narration, music, ducking) is made once, for the whole video, by its own ffmpeg
+(``audio_command``): the mix built as PCM in one filtergraph, exactly as an unsplit render
+builds it, and encoded to AAC once, in the same command, into an audio-only MP4. It runs
+while the pieces render (``render_local`` starts it next to the pool); never per piece,
+so there are no AAC priming gaps at the seams.
 
 The join checks every piece (its frame count, an IDR first, the same SPS/PPS as the
-others), concatenates them with ffmpeg's concat demuxer (``-c copy``), puts each
-timestamp back on the frame grid (the demuxer adds each piece's duration in
-microseconds, which drifts a tick after ~50 pieces at 29.97 fps), muxes the audio in and
-writes a faststart MP4 like the unsplit render's. The video's frames are the pieces'
+others) and the audio (AAC, as long as the video), concatenates the pieces with ffmpeg's
+concat demuxer, puts each timestamp back on the frame grid (the demuxer adds each
+piece's duration in microseconds, which drifts a tick after ~50 pieces at 29.97 fps),
+and muxes the audio in — video and audio both by stream copy, nothing encoded — into a
+faststart MP4 like the unsplit render's. Given no audio (the host's join of piece blobs),
+the join makes it itself, while it checks the pieces. The video's frames are the pieces'
 frames, bit for bit; its pts equal the unsplit render's. Its bytes do not: x264 codes
 each piece's first frame as an IDR where the unsplit render has a P or B frame.
 
 Where pieces run: ``render_local`` renders them in a pool of worker processes sized to
-the cores, retrying a failed piece alone; remotely each piece is its own job and the join
-a job on the host (``canvascast_cli.server.work``), so pieces never travel to the client.
+the cores, retrying a failed piece alone, and the audio in its own ffmpeg beside them;
+remotely each piece is its own job and the join a job on the host
+(``canvascast_cli.server.work``), so pieces never travel to the client. A host that makes
+the audio as a job of its own (``make_audio``) next to the pieces passes it to ``join``
+as ``audio``.
 """
 
 from __future__ import annotations
@@ -136,13 +144,19 @@ def inspect_piece(path: Path) -> PieceInfo:
             stream = container.streams.video[0]
             codec = stream.codec_context
             extradata = bytes(codec.extradata or b"")
-            packets = [(p.dts, bytes(p)) for p in container.demux(stream) if p.size]
+            dts: list[int | None] = []
+            first = b""  # only the first packet's bytes are kept: a piece can be 100 MB
+            for packet in container.demux(stream):
+                if packet.size:
+                    if not dts:
+                        first = bytes(packet)
+                    dts.append(packet.dts)
             info = PieceInfo(
-                frames=len(packets), width=codec.width, height=codec.height,
+                frames=len(dts), width=codec.width, height=codec.height,
                 extradata=extradata, time_base=Fraction(stream.time_base or 0),
-                first_is_idr=bool(packets) and _is_idr(packets[0][1], extradata),
-                dts_increasing=all(a[0] is not None and b[0] is not None and a[0] < b[0]
-                                   for a, b in itertools.pairwise(packets)),
+                first_is_idr=bool(dts) and _is_idr(first, extradata),
+                dts_increasing=all(a is not None and b is not None and a < b
+                                   for a, b in itertools.pairwise(dts)),
                 has_audio=bool(container.streams.audio))
     except av.error.FFmpegError as exc:
         raise JobFailed(f"{path.name} is not a readable video ({exc})") from None
@@ -199,23 +213,86 @@ def check_pieces(paths: Sequence[Path | None], ranges: Sequence[tuple[int, int]]
 
 
 # ---------------------------------------------------------------------------------------
+# The audio: the whole mix, encoded once
+
+
+def audio_command(resolved: Any, path: Path, options: Any) -> list[str]:
+    """The ffmpeg command that writes the whole video's audio to ``path``: the mix
+    (narration, music, ducking: ``build_audio_graph`` over the whole video, as an unsplit
+    render builds it) encoded once to AAC (``aac_args``) in an audio-only MP4."""
+    from canvascast_cli.engines.render.audio import build_audio_graph
+    from canvascast_cli.engines.render.engine import aac_args
+    from canvascast_cli.engines.render.ffmpeg import ffmpeg_exe
+
+    out = resolved.output
+    audio = build_audio_graph(resolved, 0, 0.0, resolved.timeline.total_frames / out.fps)
+    return [ffmpeg_exe(options.ffmpeg), "-hide_banner", "-loglevel", "error", "-nostats",
+            "-nostdin", *audio.inputs, "-filter_complex", ";".join(audio.filters),
+            "-map", audio.label, "-vn", *aac_args(options), "-f", "mp4", "-y", str(path)]
+
+
+def make_audio(resolved: Any, path: Path, *, options: Any = None) -> Path:
+    """Write the whole video's audio to ``path`` (``audio_command``) and return it: for a
+    host that makes it as a job of its own while the pieces render, then hands it to
+    ``join(..., audio=path)``. Written atomically; Ctrl-C leaves nothing."""
+    from canvascast_cli.atomic import staged
+    from canvascast_cli.engines.render.engine import RenderOptions
+    from canvascast_cli.engines.render.ffmpeg import FFmpegProcess
+
+    options = options or RenderOptions()
+    with staged(path, suffix=".part.m4a") as tmp:
+        _finish(FFmpegProcess(audio_command(resolved, tmp, options)))
+    return path
+
+
+def _finish(proc: Any) -> None:
+    """Wait for ``proc`` (FFmpegError if it failed); killed if anything interrupts."""
+    try:
+        proc.finish()
+    except KeyboardInterrupt as exc:
+        from canvascast_cli.signals import signal_number
+
+        raise Interrupted("render interrupted; nothing was written",
+                          signum=signal_number(exc)) from None
+    finally:
+        proc.kill()
+
+
+def check_audio(path: Path, seconds: float) -> None:
+    """``path`` holds the audio of a ``seconds``-long video: one AAC stream, no video,
+    as long as the video to within an AAC frame; JobFailed otherwise."""
+    import av
+
+    try:
+        with av.open(str(path)) as container:
+            streams = container.streams
+            if len(streams) != 1 or not streams.audio:
+                raise JobFailed(f"{path.name} is not an audio-only file (one audio stream)")
+            stream = streams.audio[0]
+            codec = stream.codec_context.name
+            length = float((stream.duration or 0) * (stream.time_base or 0))
+    except av.error.FFmpegError as exc:
+        raise JobFailed(f"{path.name} is not readable audio ({exc})") from None
+    if codec != "aac":
+        raise JobFailed(f"{path.name}: its audio is {codec}, not AAC")
+    if abs(length - seconds) > 1024 / 48000 + 1e-3:
+        raise JobFailed(f"{path.name}: {length:.3f} s of audio for a {seconds:.3f} s video")
+
+
+# ---------------------------------------------------------------------------------------
 # The join
 
 
 def join(resolved: Any, pieces: Sequence[Path | None], ranges: Sequence[tuple[int, int]],
          output: Path, *, options: Any = None, overwrite: bool = False,
-         began: float | None = None) -> Any:
-    """Check ``pieces`` (frames ``ranges`` of ``resolved``), concatenate them by stream
-    copy, mux the whole audio mix (made here, once) and write ``output`` atomically.
-    Returns the ``RenderResult`` of the whole video (``render_seconds`` from ``began``)."""
+         began: float | None = None, audio: Path | None = None) -> Any:
+    """Check ``pieces`` (frames ``ranges`` of ``resolved``) and ``audio`` (the whole
+    video's, from ``make_audio``/``audio_command``), then concatenate the pieces and mux
+    the audio in, both by stream copy, writing ``output`` atomically. Without ``audio``
+    it is made here, while the pieces are checked. Returns the ``RenderResult`` of the
+    whole video (``render_seconds`` from ``began``)."""
     from canvascast_cli.atomic import check_destination, staged
-    from canvascast_cli.engines.render.audio import build_audio_graph
-    from canvascast_cli.engines.render.engine import (
-        RenderOptions,
-        RenderResult,
-        _sha256,
-        aac_args,
-    )
+    from canvascast_cli.engines.render.engine import RenderOptions, RenderResult, _sha256
     from canvascast_cli.engines.render.ffmpeg import FFmpegProcess, ffmpeg_exe
 
     options = options or RenderOptions()
@@ -223,12 +300,21 @@ def join(resolved: Any, pieces: Sequence[Path | None], ranges: Sequence[tuple[in
     total = resolved.timeline.total_frames
     check_plan(ranges, total)
     output = check_destination(output, overwrite=overwrite, what="-o")
-    infos = check_pieces(pieces, ranges)
     out = resolved.output
-    step = Fraction(out.rate.denominator, out.rate.numerator) / infos[0].time_base
-    with staged(output, overwrite=overwrite, suffix=".part.mp4") as tmp, \
-            tempfile.TemporaryDirectory(prefix="canvascast-join-") as work:
+    with tempfile.TemporaryDirectory(prefix="canvascast-join-") as work:
         folder = Path(work)
+        if audio is None:
+            audio = folder / "audio.m4a"
+            making = FFmpegProcess(audio_command(resolved, audio, options))
+            try:
+                infos = check_pieces(pieces, ranges)
+                _finish(making)
+            finally:
+                making.kill()  # at once when the check failed
+        else:
+            infos = check_pieces(pieces, ranges)
+        check_audio(audio, total / out.fps)
+        step = Fraction(out.rate.denominator, out.rate.numerator) / infos[0].time_base
         lines = []
         for n, piece in enumerate(pieces):
             assert piece is not None
@@ -241,34 +327,23 @@ def join(resolved: Any, pieces: Sequence[Path | None], ranges: Sequence[tuple[in
                 shutil.copyfile(piece, link)
             lines.append(f"file '{link.name}'\n")
         (folder / "pieces.txt").write_text("".join(lines), encoding="utf-8")
-        audio = build_audio_graph(resolved, 1, 0.0, total / out.fps)
         # Each timestamp back on the frame grid (see the module's docstring).
         grid = (["-bsf:v", f"setts=pts=round(PTS/{step.numerator})*{step.numerator}:"
                  f"dts=round(DTS/{step.numerator})*{step.numerator}"]
                 if step.denominator == 1 else [])
-        args = [
-            ffmpeg_exe(options.ffmpeg), "-hide_banner", "-loglevel", "error", "-nostats",
-            "-f", "concat", "-safe", "0", "-i", "pieces.txt", *audio.inputs,
-            "-filter_complex", ";".join(audio.filters),
-            "-map", "0:v", "-map", audio.label, "-c:v", "copy", *grid, *aac_args(options),
-            "-movflags", "+faststart", "-f", "mp4", "-y", str(tmp),
-        ]
-        proc = FFmpegProcess(args, cwd=folder)
-        try:
-            proc.finish()
-        except KeyboardInterrupt as exc:
-            from canvascast_cli.signals import signal_number
-
-            raise Interrupted("render interrupted; nothing was written",
-                              signum=signal_number(exc)) from None
-        finally:
-            proc.kill()
-        joined = inspect_piece(tmp)
-        if joined.frames != total or not joined.dts_increasing:
-            raise JobFailed(f"the joined video has {joined.frames} frames (expected {total})"
-                            + ("" if joined.dts_increasing else
-                               " and decode timestamps that do not increase"))
-        digest, size = _sha256(tmp)
+        with staged(output, overwrite=overwrite, suffix=".part.mp4") as tmp:
+            _finish(FFmpegProcess([
+                ffmpeg_exe(options.ffmpeg), "-hide_banner", "-loglevel", "error", "-nostats",
+                "-nostdin", "-f", "concat", "-safe", "0", "-i", "pieces.txt",
+                "-i", str(audio.absolute()), "-map", "0:v", "-map", "1:a", "-c", "copy",
+                *grid, "-movflags", "+faststart", "-f", "mp4", "-y", str(tmp),
+            ], cwd=folder))
+            joined = inspect_piece(tmp)
+            if joined.frames != total or not joined.dts_increasing:
+                raise JobFailed(f"the joined video has {joined.frames} frames (expected "
+                                f"{total})" + ("" if joined.dts_increasing else
+                                               " and decode timestamps that do not increase"))
+            digest, size = _sha256(tmp)
     elapsed = time.perf_counter() - began
     plan_fonts = getattr(resolved, "fonts", None)
     warnings: tuple[str, ...] = ()
@@ -325,8 +400,9 @@ def render_local(job: Any, ranges: Sequence[tuple[int, int]], *,
                  piece: PieceFn = render_piece, attempts: int = PIECE_ATTEMPTS,
                  note: Callable[[str], None] = lambda _m: None) -> Any:
     """Render ``job`` (a ``RenderJob`` of the whole video) in pieces ``ranges`` on a pool
-    of ``workers`` processes (default: the cores), then join them into ``job.output``.
-    A piece that fails is tried again alone (up to ``attempts`` tries); bad input and
+    of ``workers`` processes (default: the cores) while the audio is made beside them
+    (``audio_command``, its own ffmpeg), then join them into ``job.output``. A piece
+    that fails is tried again alone (up to ``attempts`` tries); bad input and
     interruptions are not retried. ``progress`` counts frames across all pieces."""
     from canvascast_cli.engines.render.inputs import resolve_timeline
     from canvascast_cli.engines.render.job import check_job, refuse_overwriting_an_input
@@ -342,12 +418,22 @@ def render_local(job: Any, ranges: Sequence[tuple[int, int]], *,
                                 allow_missing_glyphs=job.allow_missing_glyphs)
     refuse_overwriting_an_input(output, resolved)
     workers = max(1, min(len(ranges), workers or os.cpu_count() or 1))
+    from canvascast_cli.engines.render.ffmpeg import FFmpegProcess
+
     with tempfile.TemporaryDirectory(prefix="canvascast-split-") as work:
         paths = [Path(work) / f"piece-{n:04d}.mp4" for n in range(len(ranges))]
-        _pieces(resolved, job.options, ranges, paths, workers, progress, piece, attempts,
-                note)
+        audio = Path(work) / "audio.m4a"
+        # The audio, once, in its own ffmpeg while the pool renders the pieces: the join
+        # is then only stream copies.
+        making = FFmpegProcess(audio_command(resolved, audio, job.options))
+        try:
+            _pieces(resolved, job.options, ranges, paths, workers, progress, piece,
+                    attempts, note)
+            _finish(making)
+        finally:
+            making.kill()  # at once when a piece failed or Ctrl-C
         return join(resolved, paths, ranges, output, options=job.options,
-                    overwrite=job.overwrite, began=began)
+                    overwrite=job.overwrite, began=began, audio=audio)
 
 
 def _pieces(resolved: Any, options: Any, ranges: Sequence[tuple[int, int]],
