@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import sys
+import time
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -43,6 +45,8 @@ def _preset(value: str) -> str:
     return value
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from canvascast_cli.engines.render.engine import RenderResult
 
 RENDER_HELP = f"Render a JSON timeline to an H.264/AAC MP4.\n\n{EXIT_CODES_HELP}"
@@ -158,11 +162,6 @@ def _render(
     check_job(job)  # before the note: a bad -o or --frames never prints "Rendering"
     ranges = _split_ranges(split, config.settings, job, local=choice.name == "local",
                            explicit=split is not None)
-    if len(ranges) > 1 and choice.name != "local":
-        # The host runs piece and join jobs (docs/scale.md); the client's fan-out to
-        # them is not here yet: one job renders the whole video.
-        application.out.note(f"--split: not yet on {choice.name}; rendering as one job")
-        ranges = [(0, job.timeline.total_frames)]
     store = (open_upload_store(application, config.settings)
              if wanted(upload, config.settings) else None)  # its settings: exit 2 now
     spec, total = timeline.output, job.frames
@@ -198,6 +197,7 @@ def _render(
     reported: dict[str, Any] = {}  # artifacts the job's host uploaded itself
     first = "render" if choice.name == "local" else "submitting"
     with stages_for(application, first, total, "frames") as stages:
+        in_pieces: tuple[list[RemoteJob], Callable[[list[str]], RemoteJob]] | None = None
         if choice.name == "local":
             remote_job, fetch = RemoteJob("render_video"), None
         else:
@@ -207,6 +207,10 @@ def _render(
             remote_job, fetch = remote_cache_flag(remote_job, fetch, config, no_cache,
                                               remote_cache)
             remote_job, fetch = remote_upload(remote_job, fetch, store, reported)
+            if len(ranges) > 1:  # pieces at once on the host, joined there
+                from canvascast_cli.dispatch.remote_jobs import split_jobs
+
+                in_pieces = split_jobs(remote_job, ranges)
 
         def here() -> RenderResult:
             stages.stage("render", total, "frames")
@@ -218,7 +222,15 @@ def _render(
 
         dispatcher = make_dispatcher(application, choice, config, remote_only=remote,
                                      stages=stages)
-        outcome = dispatcher.run(remote_job, local=here, fetch=fetch)
+        if in_pieces is not None:
+            began = time.perf_counter()
+            outcome = dispatcher.run_split(*in_pieces, local=here, fetch=fetch)
+            if outcome.pieces:  # the join's own seconds are not the render's: the wall
+                wall = time.perf_counter() - began
+                outcome.value = replace(outcome.value, render_seconds=wall, speed=round(
+                    outcome.value.duration / wall, 3) if wall > 0 else 0.0)
+        else:
+            outcome = dispatcher.run(remote_job, local=here, fetch=fetch)
     result = outcome.value
     report = dump(outcome.report())
     if outcome.backend == "local":

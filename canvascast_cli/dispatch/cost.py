@@ -87,9 +87,11 @@ def rate(settings: Settings, function: str) -> float:
 
 
 def estimate(settings: Settings, function: str, units: float, ledger: Ledger | None,
-             backend: str, *, now: float) -> Estimate:
+             backend: str, *, now: float, containers: int = 1) -> Estimate:
     """The expected cost of running ``function`` over ``units`` on ``backend`` at ``now``
-    (unix time), from ``ledger``'s history there (None: guesses only)."""
+    (unix time), from ``ledger``'s history there (None: guesses only). ``containers``:
+    a split run's pieces, run at once, each in its own container; those beyond the
+    ones kept warm (``min_containers``, or the one the last run left up) start cold."""
     name = _name(function)
     guess = GUESSES[name]
     per_unit = ledger.seconds_per_unit(name, backend) if ledger is not None else None
@@ -98,12 +100,14 @@ def estimate(settings: Settings, function: str, units: float, ledger: Ledger | N
 
     fn = getattr(settings.functions, name)
     last = ledger.last_ended(name, backend) if ledger is not None else None
-    warm = fn.min_containers > 0 or (last is not None and now - last < fn.scaledown_window)
+    recent = last is not None and now - last < fn.scaledown_window
+    cold = max(0, containers - max(fn.min_containers, 1 if recent else 0))
+    warm = cold == 0
     startup = 0.0
     if not warm:
         typical = ledger.startup_seconds(name, backend) if ledger is not None else None
         guessed = guessed or typical is None
-        startup = guess.startup_seconds if typical is None else typical
+        startup = (guess.startup_seconds if typical is None else typical) * cold
     return Estimate(usd=(seconds + startup) * rate(settings, name), seconds=seconds,
                     startup_seconds=startup, start="warm" if warm else "cold",
                     basis="guess" if guessed else "history")

@@ -39,7 +39,7 @@ from __future__ import annotations
 import contextlib
 import re
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Generic, Protocol, TypeVar, cast
@@ -69,6 +69,7 @@ from canvascast_cli.retry import RetryPolicy
 T = TypeVar("T")
 POLL_WAIT = 20.0  # seconds one long-poll may wait on the server
 QUEUE_SLACK = 600.0  # seconds a job may wait for a container on top of its own timeout
+PIECE_POLL = 1.0  # seconds between two polls of a split run's running pieces
 _BLOB_REF = re.compile(BLOB_REF_PATTERN)
 
 
@@ -138,6 +139,7 @@ class RunReport(BaseModel):
     bytes_down: int | None = None
     cold_start: bool | None = None
     billed_seconds: Seconds | None = None
+    pieces: int | None = None  # a split render: its piece jobs (the join is one more)
     cost: CostReport | LocalCost | None = None
 
 
@@ -156,6 +158,7 @@ class Outcome(Generic[T]):
     bytes_up: int = 0
     bytes_down: int = 0
     cold_start: bool | None = None
+    pieces: int | None = None  # a split run: how many piece jobs ran before the join
 
     def report(self) -> RunReport:
         if self.backend == "local":
@@ -165,11 +168,24 @@ class Outcome(Generic[T]):
             backend=self.backend, fallback=self.fallback, job_id=self.job_id,
             attempts=self.attempts, bytes_up=self.bytes_up, bytes_down=self.bytes_down,
             cold_start=self.cold_start, billed_seconds=self.billed_seconds,
-            cost=CostReport(estimate_usd=estimate.usd if estimate else None,
+            pieces=self.pieces, cost=CostReport(estimate_usd=estimate.usd if estimate else None,
                             estimate_basis=estimate.basis if estimate else None,
                             estimate_start=estimate.start if estimate else None,
                             usd=self.actual_usd, billed_seconds=self.billed_seconds,
                             startup_seconds=self.startup_seconds))
+
+
+@dataclass
+class _Session:
+    """What one remote run holds: its breaker, ledger, retry policy and backend."""
+
+    name: str
+    fn: Any  # the function's FunctionSettings
+    ledger: Any
+    breaker: Any
+    policy: RetryPolicy
+    attempts: int
+    backend: Backend
 
 
 @dataclass
@@ -191,8 +207,24 @@ class Dispatcher:
         if self.choice.name == "local":
             return Outcome(local(), backend="local", choice=self.choice)
         assert fetch is not None and job.payload is not None
+        return self._or_local(job, lambda: self._remote(job, fetch), local)
+
+    def run_split(self, pieces: Sequence[RemoteJob], join: Callable[[list[str]], RemoteJob],
+                  *, local: Callable[[], T], fetch: Callable[[Backend, JobStatus], T] | None
+                  ) -> Outcome[T]:
+        """A job in ``pieces`` run at once, each retried alone, then ``join(shas)`` (a job
+        over the pieces' artifacts, which stay on the remote side) fetched as ``run``
+        fetches a job. Falls back to ``local()`` as ``run`` does."""
+        if self.choice.name == "local":
+            return Outcome(local(), backend="local", choice=self.choice)
+        assert fetch is not None and pieces
+        return self._or_local(pieces[0], lambda: self._remote_split(pieces, join, fetch),
+                              local)
+
+    def _or_local(self, job: RemoteJob, remote: Callable[[], Outcome[T]],
+                  local: Callable[[], T]) -> Outcome[T]:
         try:
-            return self._remote(job, fetch)
+            return remote()
         except CanvasCastError as exc:
             if not self._unavailable(exc):
                 raise
@@ -225,93 +257,253 @@ class Dispatcher:
     # -- the remote path ------------------------------------------------------------
 
     def _remote(self, job: RemoteJob, fetch: Callable[[Backend, JobStatus], T]) -> Outcome[T]:
+        session = self._open_session(job.function)
+        try:
+            estimate = cost.estimate(self.settings, job.function, job.units, session.ledger,
+                                     session.name, now=self.clock())
+            self._note_estimate(job.function, estimate)
+            bytes_up = self._upload_first(session, job, estimate)
+            return self._attempts(session, job, fetch, estimate, bytes_up)
+        finally:
+            session.backend.close()
+
+    def _open_session(self, function: str) -> _Session:
+        """The breaker, ledger, retry policy and backend of a remote run of ``function``;
+        the state file is read before anything is sent."""
         from canvascast_cli.dispatch.breaker import CircuitBreaker, SQLiteStorage
 
         name = self.choice.name
-        fn = getattr(self.settings.functions, job.function)
+        fn = getattr(self.settings.functions, function)
         db = self._state()
-        ledger = self._ledger(db)
         breaker = CircuitBreaker(
-            SQLiteStorage(db), f"{name}:{job.function}",
+            SQLiteStorage(db), f"{name}:{function}",
             failure_threshold=self.settings.breaker.failure_threshold,
             reset_timeout=self.settings.breaker.reset_timeout, clock=self.clock,
             trial_lease=max(self.settings.breaker.reset_timeout, fn.timeout * (fn.retries + 1)))
         breaker.snapshot()  # the state file is readable before anything is sent
-        estimate = cost.estimate(self.settings, job.function, job.units, ledger, name,
-                                 now=self.clock())
-        self.note(f"Estimated cost on {name}: ${estimate.usd:.4f} (about "
-                  f"{estimate.seconds + estimate.startup_seconds:.0f} s at {job.function}'s "
-                  f"resources, {estimate.start} start; "
-                  f"{'from your history' if estimate.basis == 'history' else 'a first guess'})")
         attempts = max(1, fn.attempts)
-        self.debug(f"{job.function} on {name}: up to {attempts} attempt(s), each up to "
+        self.debug(f"{function} on {name}: up to {attempts} attempt(s), each up to "
                    f"{fn.retries + 1} run(s) on Modal's side (retries = {fn.retries}): at "
                    f"most {attempts * (fn.retries + 1)} runs")
         policy = RetryPolicy(attempts=attempts, sleep=self.sleep, on_retry=self._on_retry)
-        backend = self.make_backend(self.choice, policy)
+        return _Session(name=name, fn=fn, ledger=self._ledger(db), breaker=breaker,
+                        policy=policy, attempts=attempts,
+                        backend=self.make_backend(self.choice, policy))
+
+    def _note_estimate(self, function: str, estimate: cost.Estimate, what: str = "") -> None:
+        self.note(f"Estimated cost on {self.choice.name}: ${estimate.usd:.4f} (about "
+                  f"{estimate.seconds + estimate.startup_seconds:.0f} s at {function}'s "
+                  f"resources{what}, {estimate.start} start; "
+                  f"{'from your history' if estimate.basis == 'history' else 'a first guess'})")
+
+    def _upload_first(self, session: _Session, job: RemoteJob,
+                      estimate: cost.Estimate) -> int:
+        began = self.clock()
         try:
-            began = self.clock()
+            return self._upload(session.backend, job, session.breaker)
+        except CanvasCastError as exc:  # the first attempt failed while uploading
+            self._record(session.ledger, job, 1, began, "failed", error=exc,
+                         estimate=estimate)
+            raise
+
+    def _attempts(self, session: _Session, job: RemoteJob,
+                  fetch: Callable[[Backend, JobStatus], T], estimate: cost.Estimate,
+                  bytes_up: int) -> Outcome[T]:
+        """Up to ``attempts`` times: submit ``job``, wait for it, fetch its result."""
+        name, fn, backend = session.name, session.fn, session.backend
+        breaker, ledger, attempts = session.breaker, session.ledger, session.attempts
+        last: CanvasCastError | None = None
+        for attempt in range(1, attempts + 1):
+            if attempt > 1 and last is not None:
+                delay = session.policy.delay(attempt - 1, last)
+                self.note(f"retrying {job.function} on {name} in {delay:.1f} s "
+                          f"(attempt {attempt} of {attempts}; {last.code})")
+                self.sleep(delay)
+            permit = breaker.acquire()
+            started = self.clock()
+            job_id: str | None = None
+            request_failed = False
             try:
-                bytes_up = self._upload(backend, job, breaker)
-            except CanvasCastError as exc:  # the first attempt failed while uploading
-                self._record(ledger, job, 1, began, "failed", error=exc, estimate=estimate)
+                job_id, status = self._attempt(backend, job, fn.timeout * (fn.retries + 1))
+            except KeyboardInterrupt as stop:
+                breaker.record_failure(permit, stop)  # neutral: says nothing of it
                 raise
-            last: CanvasCastError | None = None
-            for attempt in range(1, attempts + 1):
-                if attempt > 1 and last is not None:
-                    delay = policy.delay(attempt - 1, last)
-                    self.note(f"retrying {job.function} on {name} in {delay:.1f} s "
-                              f"(attempt {attempt} of {attempts}; {last.code})")
-                    self.sleep(delay)
-                permit = breaker.acquire()
-                started = self.clock()
-                job_id: str | None = None
-                request_failed = False
-                try:
-                    job_id, status = self._attempt(backend, job, fn.timeout * (fn.retries + 1))
-                except KeyboardInterrupt as stop:
-                    breaker.record_failure(permit, stop)  # neutral: says nothing of it
-                    raise
-                except CanvasCastError as exc:
-                    # A request that failed after its own retries: trying the whole job
-                    # again would multiply them, so this ends the remote run.
-                    last, request_failed = self._localised(exc, job), True
-                else:
-                    self.debug(f"attempt {attempt}: job {job_id} {status.state} after "
-                               f"{self.clock() - started:.1f} s (queued "
-                               f"{status.queue_seconds or 0:.1f} s)")
-                    if status.state == "done" and status.result is not None:
-                        self._quietly(breaker.record_success, permit)
-                        result = status.result
-                        value, bytes_down = self._fetch(backend, status, fetch)
-                        outcome = Outcome(
-                            value, backend=name, choice=self.choice, job_id=job_id,
-                            attempts=attempt, estimate=estimate,
-                            actual_usd=cost.actual(self.settings, job.function,
-                                                   result.billed_seconds,
-                                                   result.startup_seconds),
-                            billed_seconds=result.billed_seconds,
-                            startup_seconds=result.startup_seconds, bytes_up=bytes_up,
-                            bytes_down=bytes_down, cold_start=result.cold_start)
-                        self._record(ledger, job, attempt, started, "ok", status=status,
-                                     estimate=estimate, outcome=outcome)
-                        return outcome
-                    error = status.error.error() if status.error is not None else \
-                        from_dict({"code": "JOB_FAILED"})
-                    if status.state == "cancelled":
-                        error = Interrupted(f"job {job_id} was cancelled on the server")
-                    last = self._localised(error, job)
-                # Only retryable failures count; bad input and the like are neutral.
-                self._quietly(breaker.record_failure, permit, last)
-                self._record(ledger, job, attempt, started,
-                             "cancelled" if isinstance(last, Interrupted) else "failed",
-                             error=last, estimate=estimate, job_id=job_id)
-                if request_failed or not is_retryable(last):
-                    raise last
-            assert last is not None
-            raise last
+            except CanvasCastError as exc:
+                # A request that failed after its own retries: trying the whole job
+                # again would multiply them, so this ends the remote run.
+                last, request_failed = self._localised(exc, job), True
+            else:
+                self.debug(f"attempt {attempt}: job {job_id} {status.state} after "
+                           f"{self.clock() - started:.1f} s (queued "
+                           f"{status.queue_seconds or 0:.1f} s)")
+                if status.state == "done" and status.result is not None:
+                    self._quietly(breaker.record_success, permit)
+                    result = status.result
+                    value, bytes_down = self._fetch(backend, status, fetch)
+                    outcome = Outcome(
+                        value, backend=name, choice=self.choice, job_id=job_id,
+                        attempts=attempt, estimate=estimate,
+                        actual_usd=cost.actual(self.settings, job.function,
+                                               result.billed_seconds,
+                                               result.startup_seconds),
+                        billed_seconds=result.billed_seconds,
+                        startup_seconds=result.startup_seconds, bytes_up=bytes_up,
+                        bytes_down=bytes_down, cold_start=result.cold_start)
+                    self._record(ledger, job, attempt, started, "ok", status=status,
+                                 estimate=estimate, outcome=outcome)
+                    return outcome
+                last = self._localised(_job_error(status, job_id), job)
+            # Only retryable failures count; bad input and the like are neutral.
+            self._quietly(breaker.record_failure, permit, last)
+            self._record(ledger, job, attempt, started,
+                         "cancelled" if isinstance(last, Interrupted) else "failed",
+                         error=last, estimate=estimate, job_id=job_id)
+            if request_failed or not is_retryable(last):
+                raise last
+        assert last is not None
+        raise last
+
+    # -- a job in pieces ----------------------------------------------------------
+
+    def _remote_split(self, pieces: Sequence[RemoteJob],
+                      join: Callable[[list[str]], RemoteJob],
+                      fetch: Callable[[Backend, JobStatus], T]) -> Outcome[T]:
+        function = pieces[0].function
+        units = sum(p.units for p in pieces)
+        session = self._open_session(function)
+        try:
+            estimate = cost.estimate(self.settings, function, units, session.ledger,
+                                     session.name, now=self.clock(), containers=len(pieces))
+            self._note_estimate(function, estimate, f", {len(pieces)} pieces at once")
+            bytes_up = self._upload_first(session, pieces[0], estimate)
+            done = self._fan_out(session, pieces)
+            shas = [_piece_artifact(status) for status in done]
+            outcome = self._attempts(session, join(shas), fetch, estimate, bytes_up)
         finally:
-            backend.close()
+            session.backend.close()
+        # The whole job's bill: every piece's run and start, and the join's.
+        results = [status.result for status in done if status.result is not None]
+        billed = sum(r.billed_seconds for r in results) + (outcome.billed_seconds or 0.0)
+        startup = sum(r.startup_seconds or 0.0 for r in results) + (
+            outcome.startup_seconds or 0.0)
+        outcome.pieces = len(pieces)
+        outcome.billed_seconds = billed
+        outcome.startup_seconds = startup
+        outcome.actual_usd = cost.actual(self.settings, function, billed, startup)
+        outcome.cold_start = bool(outcome.cold_start or any(r.cold_start for r in results))
+        return outcome
+
+    def _fan_out(self, session: _Session, jobs: Sequence[RemoteJob]) -> list[JobStatus]:
+        """Run ``jobs`` at once (up to the function's ``max_containers`` in flight) and
+        return their final statuses, in order. One thread polls them all without waiting
+        (the backends' clients are not shared across threads); the progress shown is
+        their units added up. A piece that fails retryably is submitted again alone,
+        after the retry policy's delay, up to ``attempts`` tries; anything else (bad
+        input, a piece out of tries, a request that failed after its own retries,
+        Ctrl-C) cancels the others and ends the run. Each try is one ledger row and one
+        breaker outcome, as for a single job."""
+        backend, breaker, ledger = session.backend, session.breaker, session.ledger
+        budget = session.fn.timeout * (session.fn.retries + 1) + QUEUE_SLACK
+        in_flight = max(1, session.fn.max_containers)
+        pieces = [_Piece(n, job) for n, job in enumerate(jobs)]
+        total = sum(job.units for job in jobs)
+        unit = jobs[0].unit
+        self.stages.stage(f"{len(jobs)} pieces", total, unit)
+        self.note(f"{len(jobs)} pieces of about {total / len(jobs):.0f} {unit} each, up to "
+                  f"{in_flight} at once on {session.name}; a piece that fails is tried "
+                  "again alone, then they are joined there")
+
+        def shown() -> None:
+            self.stages.update(sum(p.done for p in pieces), total)
+
+        def end(piece: _Piece, state: str, error: CanvasCastError | None,
+                status: JobStatus | None) -> None:
+            if error is None:
+                self._quietly(breaker.record_success, piece.permit)
+            else:
+                self._quietly(breaker.record_failure, piece.permit, error)
+            outcome = None
+            if status is not None and status.result is not None:
+                result = status.result
+                outcome = Outcome(None, backend=session.name, choice=self.choice,
+                                  job_id=piece.job_id, attempts=piece.tries,
+                                  actual_usd=cost.actual(self.settings, piece.job.function,
+                                                         result.billed_seconds,
+                                                         result.startup_seconds))
+            self._record(ledger, piece.job, piece.tries, piece.started, state,
+                         status=status, error=error, estimate=None, outcome=outcome,
+                         job_id=piece.job_id)
+            piece.job_id, piece.permit = None, None
+
+        def stop_all() -> None:
+            for piece in pieces:
+                if piece.job_id is not None:
+                    self._cancel(backend, piece.job_id)
+                    end(piece, "cancelled", Interrupted("stopped with the other pieces"),
+                        None)
+
+        try:
+            while not all(p.status is not None for p in pieces):
+                now = self.clock()
+                running = sum(1 for p in pieces if p.job_id is not None)
+                for piece in pieces:
+                    if running >= in_flight:
+                        break
+                    if piece.status is None and piece.job_id is None and \
+                            piece.not_before <= now:
+                        assert piece.job.payload is not None
+                        piece.permit = breaker.acquire()
+                        piece.tries += 1
+                        piece.started, piece.done = now, 0.0
+                        try:
+                            piece.job_id = backend.submit(piece.job.function,
+                                                          piece.job.payload)
+                        except CanvasCastError as exc:
+                            end(piece, "failed", self._localised(exc, piece.job), None)
+                            raise
+                        running += 1
+                for piece in pieces:
+                    if piece.job_id is None:
+                        continue
+                    try:
+                        status = backend.status(piece.job_id, wait=0.0)
+                    except CanvasCastError as exc:
+                        end(piece, "failed", exc, None)  # then the others are cancelled
+                        raise
+                    if status.progress is not None and status.state == "running":
+                        piece.done = min(status.progress.done, piece.job.units)
+                    if status.state not in FINISHED:
+                        if self.clock() - piece.started > budget:
+                            self._cancel(backend, piece.job_id)
+                            error: CanvasCastError = Timeout(
+                                f"job {piece.job_id} did not finish within {budget:.0f} s; "
+                                "cancelled")
+                        else:
+                            continue
+                    elif status.state == "done" and status.result is not None:
+                        piece.done = piece.job.units
+                        end(piece, "ok", None, status)
+                        piece.status = status
+                        continue
+                    else:
+                        error = self._localised(_job_error(status, piece.job_id), piece.job)
+                    end(piece, "cancelled" if isinstance(error, Interrupted) else "failed",
+                        error, None)
+                    if not is_retryable(error) or piece.tries >= session.attempts:
+                        raise error
+                    delay = session.policy.delay(piece.tries, error)
+                    piece.not_before = self.clock() + delay
+                    piece.done = 0.0
+                    self.note(f"piece {piece.index + 1} of {len(pieces)} failed "
+                              f"({error.code}: {error.message}); trying it again alone in "
+                              f"{delay:.1f} s (try {piece.tries + 1} of {session.attempts})")
+                shown()
+                if not all(p.status is not None for p in pieces):
+                    self.sleep(PIECE_POLL)
+        except (KeyboardInterrupt, CanvasCastError):
+            stop_all()
+            raise
+        return [p.status for p in pieces if p.status is not None]
 
     def _ledger(self, db: Any) -> Any:
         """The ledger over ``db``. A file another process has locked is waited for (up to
@@ -463,6 +655,38 @@ class Dispatcher:
                 duration=max(0.0, self.clock() - started), error_code=code,
                 fallback_from=self.choice.name, fallback_reason=reason[:500],
                 units=job.units, unit=job.unit))
+
+
+@dataclass
+class _Piece:
+    """One job of a split run, as ``_fan_out`` follows it."""
+
+    index: int
+    job: RemoteJob
+    tries: int = 0
+    job_id: str | None = None  # while submitted and not yet ended
+    permit: Any = None
+    started: float = 0.0
+    not_before: float = 0.0  # a retried piece waits for the retry policy's delay
+    done: float = 0.0  # units, as the job reports its progress
+    status: JobStatus | None = None  # its final status, once done
+
+
+def _piece_artifact(status: JobStatus) -> str:
+    """The sha256 of a piece's one artifact (it stays on the remote side)."""
+    artifacts = status.result.artifacts if status.result is not None else []
+    if len(artifacts) != 1:
+        raise JobFailed(f"piece job {status.id} finished with {len(artifacts)} artifacts, "
+                        "not one")
+    return artifacts[0].sha256
+
+
+def _job_error(status: JobStatus, job_id: str | None) -> CanvasCastError:
+    """How a job that ended without a result failed."""
+    if status.state == "cancelled":
+        return Interrupted(f"job {job_id} was cancelled on the server")
+    return status.error.error() if status.error is not None else \
+        from_dict({"code": "JOB_FAILED"})
 
 
 def is_unavailable(exc: CanvasCastError) -> bool:

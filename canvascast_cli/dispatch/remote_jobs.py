@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import json
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -90,6 +91,32 @@ def render_remote(job: Any, stages: Any = None) -> tuple[RemoteJob, Fetch]:
         return RenderResult(**summary)
 
     return remote, fetch
+
+
+def split_jobs(whole: RemoteJob, ranges: Sequence[tuple[int, int]]
+               ) -> tuple[list[RemoteJob], Callable[[list[str]], RemoteJob]]:
+    """A render's ``RemoteJob`` (from ``render_remote``, its cache and upload flags set)
+    -> its pieces (frames ``ranges``, video only, never uploaded to a bucket) and the
+    join of the pieces' artifacts by sha256, which the host checks, concatenates and
+    gives the audio (``Dispatcher.run_split``; docs/scale.md)."""
+    assert whole.payload is not None
+    data = whole.payload.model_dump(mode="json")
+
+    def variant(options: dict[str, Any], units: float, upload: bool) -> RemoteJob:
+        payload = parse_payload("render_video", {
+            **data, "options": {**data["options"], **options}, "upload": upload})
+        return replace(whole, payload=payload, units=units)
+
+    pieces = [variant({"frame_range": [start, end], "video_only": True}, float(end - start),
+                      False) for start, end in ranges]
+
+    def join(shas: list[str]) -> RemoteJob:
+        refs = [{"sha256": sha, "frames": [start, end]}
+                for sha, (start, end) in zip(shas, ranges, strict=True)]
+        # No units: the join's seconds are not a render's seconds per frame (estimates).
+        return variant({"pieces": refs}, 0.0, bool(data.get("upload")))
+
+    return pieces, join
 
 
 # ---------------------------------------------------------------------------------------

@@ -1,0 +1,356 @@
+"""Split renders on a remote backend: the pieces run as jobs at once, each retried alone,
+then a join job on the host over the pieces' blobs (``Dispatcher.run_split``).
+
+The fan-out at its seams runs against a fake ``Backend`` whose jobs are scripted per
+piece (a clock that moves only when something sleeps, a real state file); end to end it
+runs against ``canvascast serve`` and must give the local split render's bytes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from canvascast_cli import errors
+from canvascast_cli.config import Settings, load_config
+from canvascast_cli.dispatch.backend import Backend, Choice
+from canvascast_cli.dispatch.dispatcher import Dispatcher, RemoteJob
+from canvascast_cli.dispatch.ledger import Ledger
+from canvascast_cli.dispatch.remote_jobs import split_jobs
+from canvascast_cli.dispatch.state import StateDB
+from canvascast_cli.protocol import (
+    Artifact,
+    ErrorBody,
+    JobResult,
+    JobStatus,
+    Payload,
+    Progress,
+    RenderPayload,
+)
+from canvascast_cli.retry import RetryPolicy
+from tests.helpers import Cli, small_output, write_timeline
+from tests.test_dispatcher import Clock
+from tests.test_remote import TOKEN, running_serve
+
+RANGES = [(0, 10), (10, 20), (20, 25)]
+TIMELINE = {"output": {"width": 64, "height": 36, "fps": 10},
+            "scenes": [{"image": "https://example.com/a.jpg", "duration": 2.5}]}
+
+
+def key(payload: Payload) -> str:
+    """Which job a payload is: ``0:10`` for a piece, ``join`` for the join."""
+    assert isinstance(payload, RenderPayload)
+    if payload.options.pieces is not None:
+        return "join"
+    assert payload.options.frame_range is not None and payload.options.video_only
+    start, end = payload.options.frame_range
+    return f"{start}:{end}"
+
+
+def piece_sha(name: str) -> str:
+    return hashlib.sha256(name.encode()).hexdigest()
+
+
+def done(name: str, frames: int) -> JobStatus:
+    artifact = "video.mp4" if name == "join" else "piece.mp4"
+    return JobStatus(id="-", state="done", result=JobResult(
+        artifacts=[Artifact(name=artifact, sha256=piece_sha(name), size=1)],
+        summary={"frames": frames}, billed_seconds=2.0, startup_seconds=1.0,
+        cold_start=True, units=frames, unit="frames"))
+
+
+def running(frames: float) -> JobStatus:
+    return JobStatus(id="-", state="running",
+                     progress=Progress(done=frames, total=None, unit="frames"))
+
+
+def failed(code: str, *, retryable: bool) -> JobStatus:
+    return JobStatus(id="-", state="failed", error=ErrorBody(
+        code=code, message=f"it broke ({code})", retryable=retryable))
+
+
+Script = Callable[[str, int], list[JobStatus | errors.CanvasCastError]]
+
+
+def fine(name: str, _try: int) -> list[JobStatus | errors.CanvasCastError]:
+    frames = 25 if name == "join" else int(name.split(":")[1]) - int(name.split(":")[0])
+    return [running(frames / 2), done(name, frames)]
+
+
+@dataclass
+class FakeBackend:
+    """Jobs scripted by name and try: ``script(name, try)`` is the list of what its polls
+    return (a status, or an error the poll fails with); the last one repeats."""
+
+    retry: RetryPolicy
+    script: Script
+    name: str = "http"
+    jobs: dict[str, tuple[str, list[JobStatus | errors.CanvasCastError]]] = field(
+        default_factory=dict)
+    submitted: list[str] = field(default_factory=list)
+    cancelled: list[str] = field(default_factory=list)
+    join_payload: Any = None
+    most_at_once: int = 0
+
+    def missing(self, shas: list[str]) -> list[str]:
+        return []
+
+    def upload(self, sha: str, path: Path, on_bytes: Any = None) -> int:
+        raise AssertionError("nothing to upload")
+
+    def submit(self, function: str, payload: Payload) -> str:
+        name = key(payload)
+        if name == "join":
+            self.join_payload = payload
+        self.submitted.append(name)
+        job_id = f"job-{len(self.submitted):032x}"
+        self.jobs[job_id] = (name, list(self.script(name, self.submitted.count(name))))
+        self.most_at_once = max(self.most_at_once, len(self.open()))
+        return job_id
+
+    def open(self) -> list[str]:
+        return [j for j, (_, polls) in self.jobs.items()
+                if j not in self.cancelled and not (len(polls) == 1 and isinstance(
+                    polls[0], JobStatus) and polls[0].state in ("done", "failed"))]
+
+    def status(self, job_id: str, wait: float = 0.0) -> JobStatus:
+        _name, polls = self.jobs[job_id]
+        poll = polls.pop(0) if len(polls) > 1 else polls[0]
+        if isinstance(poll, errors.CanvasCastError):
+            raise poll
+        return poll.model_copy(update={"id": job_id})
+
+    def download(self, sha: str, into: Path, on_bytes: Any = None) -> int:
+        into.write_bytes(b"video")
+        return 5
+
+    def cancel(self, job_id: str) -> JobStatus:
+        self.cancelled.append(job_id)
+        return JobStatus(id=job_id, state="cancelled")
+
+    def close(self) -> None:
+        return None
+
+
+@dataclass
+class Bar:
+    stages: list[tuple[str, float | None]] = field(default_factory=list)
+    shown: list[tuple[str, float]] = field(default_factory=list)
+
+    def stage(self, name: str, total: float | None, unit: str) -> None:
+        self.stages.append((name, total))
+
+    def update(self, done: float, total: float | None = None) -> None:
+        self.shown.append((self.stages[-1][0], done))
+
+    def during(self, stage: str) -> list[float]:
+        return [done for name, done in self.shown if name == stage]
+
+
+@dataclass
+class Rig:
+    dispatcher: Dispatcher
+    db: StateDB
+    bar: Bar
+    notes: list[str]
+    backends: list[FakeBackend]
+
+    def rows(self) -> list[Any]:
+        return list(reversed(Ledger(self.db).history("render_video")))
+
+
+def settings(max_containers: int = 10) -> Settings:
+    base = load_config(search=False, env={}).settings
+    fn = base.functions.render_video.model_copy(update={"max_containers": max_containers})
+    return base.model_copy(update={"functions": base.functions.model_copy(
+        update={"render_video": fn})})
+
+
+@pytest.fixture
+def rig(tmp_path: Path) -> Callable[..., Rig]:
+    def build(script: Script = fine, *, remote_only: bool = True,
+              max_containers: int = 10) -> Rig:
+        clock = Clock()
+        db = StateDB(tmp_path / "state.sqlite3", busy_timeout=0)
+        backends: list[FakeBackend] = []
+
+        def make_backend(_choice: Choice, policy: RetryPolicy) -> Backend:
+            backends.append(FakeBackend(policy, script))
+            return backends[-1]
+
+        bar, notes = Bar(), []
+        dispatcher = Dispatcher(
+            settings=settings(max_containers), make_backend=make_backend,
+            choice=Choice("http", "test", endpoint="http://jobs.test", token="t"),
+            remote_only=remote_only, stages=bar, sleep=clock.sleep, clock=clock, state=db)
+        dispatcher.note = notes.append
+        return Rig(dispatcher, db, bar, notes, backends)
+
+    return build
+
+
+def jobs() -> tuple[list[RemoteJob], Callable[[list[str]], RemoteJob]]:
+    from canvascast_cli.protocol import parse_payload
+
+    whole = RemoteJob("render_video", parse_payload("render_video", {"timeline": TIMELINE}),
+                      units=25.0, unit="frames")
+    return split_jobs(whole, RANGES)
+
+
+def fetched(backend: Backend, status: JobStatus) -> str:
+    assert status.result is not None
+    return status.result.artifacts[0].sha256
+
+
+def never_local() -> str:
+    raise AssertionError("ran locally")
+
+
+def test_split_jobs_are_pieces_and_a_join_of_their_blobs() -> None:
+    pieces, join = jobs()
+    assert [key(p.payload) for p in pieces if p.payload] == ["0:10", "10:20", "20:25"]
+    assert [p.units for p in pieces] == [10.0, 10.0, 5.0]
+    joined = join(["a" * 64, "b" * 64, "c" * 64])
+    assert isinstance(joined.payload, RenderPayload) and joined.units == 0.0
+    refs = joined.payload.options.pieces or []
+    assert [(r.sha256[0], r.frames) for r in refs] == [("a", [0, 10]), ("b", [10, 20]),
+                                                      ("c", [20, 25])]
+    with pytest.raises(ValueError):  # one sha256 per piece, no more, no less
+        join(["a" * 64])
+
+
+def test_pieces_run_at_once_then_the_join_over_their_blobs(rig: Callable[..., Rig]) -> None:
+    r = rig()
+    outcome = r.dispatcher.run_split(*jobs(), local=never_local, fetch=fetched)
+    backend = r.backends[0]
+    assert backend.submitted == ["0:10", "10:20", "20:25", "join"]
+    assert backend.most_at_once == 3  # all pieces in flight before any ended
+    refs = backend.join_payload.options.pieces
+    assert [(r.sha256, r.frames) for r in refs] == [
+        (piece_sha(f"{a}:{b}"), [a, b]) for a, b in RANGES]
+    assert outcome.value == piece_sha("join") and outcome.pieces == 3
+    # The bill: every piece's run and start, and the join's.
+    assert outcome.billed_seconds == 8.0 and outcome.startup_seconds == 4.0
+    assert outcome.report().pieces == 3
+    # One bar over all pieces' frames, never past the total.
+    assert r.bar.stages[0] == ("3 pieces", 25.0)
+    shown = r.bar.during("3 pieces")
+    assert shown[0] == 12.5 and shown[-1] == 25.0 and max(shown) == 25.0
+    rows = r.rows()
+    assert [(row.status, row.units) for row in rows] == [
+        ("ok", 10.0), ("ok", 10.0), ("ok", 5.0), ("ok", 0.0)]
+
+
+def test_a_failed_piece_is_retried_alone(rig: Callable[..., Rig]) -> None:
+    def script(name: str, attempt: int) -> list[JobStatus | errors.CanvasCastError]:
+        if name == "10:20" and attempt == 1:
+            return [running(3), failed("CONTAINER_CRASH", retryable=True)]
+        return fine(name, attempt)
+
+    r = rig(script)
+    outcome = r.dispatcher.run_split(*jobs(), local=never_local, fetch=fetched)
+    backend = r.backends[0]
+    assert backend.submitted == ["0:10", "10:20", "20:25", "10:20", "join"]
+    assert backend.cancelled == []
+    assert outcome.pieces == 3
+    assert any("piece 2 of 3 failed (CONTAINER_CRASH" in n and "alone" in n
+               for n in r.notes)
+    rows = [(row.units, row.status) for row in r.rows()]
+    assert sorted(rows) == [(0.0, "ok"), (5.0, "ok"), (10.0, "failed"), (10.0, "ok"),
+                            (10.0, "ok")]
+
+
+def test_bad_input_in_a_piece_cancels_the_others_and_never_falls_back(
+        rig: Callable[..., Rig]) -> None:
+    def script(name: str, attempt: int) -> list[JobStatus | errors.CanvasCastError]:
+        if name == "0:10":
+            return [failed("INVALID_INPUT", retryable=False)]
+        return [running(1)]  # still running when the run ends
+
+    r = rig(script, remote_only=False)
+    with pytest.raises(errors.InvalidInput):
+        r.dispatcher.run_split(*jobs(), local=never_local, fetch=fetched)
+    backend = r.backends[0]
+    assert backend.submitted == ["0:10", "10:20", "20:25"]  # tried once; no join
+    assert sorted(backend.cancelled) == ["job-" + f"{n:032x}" for n in (2, 3)]
+
+
+def test_a_piece_out_of_tries_falls_back_to_a_local_render(rig: Callable[..., Rig]) -> None:
+    def script(name: str, attempt: int) -> list[JobStatus | errors.CanvasCastError]:
+        if name == "20:25":
+            return [failed("CONTAINER_CRASH", retryable=True)]
+        return [running(1)]
+
+    r = rig(script, remote_only=False)
+    outcome = r.dispatcher.run_split(*jobs(), local=lambda: "here", fetch=fetched)
+    assert outcome.value == "here" and outcome.backend == "local"
+    assert outcome.fallback is not None and "CONTAINER_CRASH" in outcome.fallback["reason"]
+    backend = r.backends[0]
+    attempts = r.dispatcher.settings.functions.render_video.attempts
+    assert backend.submitted.count("20:25") == attempts and "join" not in backend.submitted
+    assert sorted(backend.cancelled) == ["job-" + f"{n:032x}" for n in (1, 2)]
+
+
+def test_pieces_in_flight_stay_within_max_containers(rig: Callable[..., Rig]) -> None:
+    r = rig(max_containers=2)
+    outcome = r.dispatcher.run_split(*jobs(), local=never_local, fetch=fetched)
+    assert outcome.pieces == 3 and r.backends[0].most_at_once == 2
+
+
+def test_ctrl_c_cancels_every_running_piece(rig: Callable[..., Rig]) -> None:
+    polls = {"n": 0}
+
+    def script(name: str, attempt: int) -> list[JobStatus | errors.CanvasCastError]:
+        return [running(1)]
+
+    r = rig(script)
+
+    def interrupting_sleep(_seconds: float) -> None:
+        polls["n"] += 1
+        if polls["n"] == 2:
+            raise KeyboardInterrupt
+
+    r.dispatcher.sleep = interrupting_sleep
+    with pytest.raises(KeyboardInterrupt):
+        r.dispatcher.run_split(*jobs(), local=never_local, fetch=fetched)
+    assert sorted(r.backends[0].cancelled) == ["job-" + f"{n:032x}" for n in (1, 2, 3)]
+    assert [row.status for row in r.rows()] == ["cancelled"] * 3
+
+
+# ---------------------------------------------------------------------------------------
+# End to end: `canvascast serve` renders the pieces and joins them
+
+
+def test_a_split_render_through_the_job_api_equals_the_local_one(
+        cli: Cli, media: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    timeline = write_timeline(media, {
+        "output": small_output(),
+        "scenes": [{"image": "img0.jpg", "duration": 2.0, "motion": "zoom_in",
+                    "transition": {"type": "crossfade", "duration": 0.6}},
+                   {"image": "img1.jpg", "duration": 1.7, "motion": "pan_up"}],
+        "narration": "narration.wav",
+        "captions": {"words": [{"word": "MMMM", "start": 1.2, "end": 1.9}]},
+    })
+    local = cli("--json", "render", timeline, "-o", "local.mp4", "--split", "3", "--local",
+                "--no-cache")
+    assert local.exit_code == 0, local.stderr
+    with running_serve(tmp_path / "served") as url:
+        monkeypatch.setenv("MODAL_ENDPOINT", url)
+        monkeypatch.setenv("MODAL_TOKEN", TOKEN)
+        remote = cli("--json", "render", timeline, "-o", "remote.mp4", "--split", "3",
+                     "--remote", "--no-cache")
+    assert remote.exit_code == 0, remote.stderr
+    doc = remote.json()
+    assert doc["backend"] == "http" and doc["pieces"] == 3 and doc["fallback"] is None
+    assert doc["frames"] == local.json()["frames"]
+    # The same pieces, joined by the same code on the host: the same bytes.
+    assert Path("remote.mp4").read_bytes() == Path("local.mp4").read_bytes()
+    assert doc["sha256"] == local.json()["sha256"]
+    assert TOKEN not in remote.stdout + remote.stderr
+    assert json.loads(remote.stdout)["bytes_down"] == Path("remote.mp4").stat().st_size
