@@ -354,3 +354,74 @@ def test_a_split_render_through_the_job_api_equals_the_local_one(
     assert doc["sha256"] == local.json()["sha256"]
     assert TOKEN not in remote.stdout + remote.stderr
     assert json.loads(remote.stdout)["bytes_down"] == Path("remote.mp4").stat().st_size
+
+
+# ---------------------------------------------------------------------------------------
+# On Modal: spawned piece calls write their pieces to the Volume; the join reads them there
+
+
+def test_a_split_render_on_modal_joins_the_pieces_on_the_volume(
+        media: Path, tmp_path: Path) -> None:
+    from canvascast_cli.dispatch.modal_backend import ModalBackend
+    from canvascast_cli.dispatch.remote_jobs import render_remote
+    from canvascast_cli.engines.render import split
+    from canvascast_cli.engines.render.engine import RenderOptions
+    from canvascast_cli.engines.render.job import RenderJob
+    from canvascast_cli.protocol import blob_path
+    from canvascast_cli.timeline import load_timeline_file
+    from modal_functions import app as modal_app
+    from tests.test_modal_backend import APP, VOLUME, FakeModal
+
+    timeline = write_timeline(media, {
+        "output": small_output(),
+        "scenes": [{"image": "img0.jpg", "duration": 2.0, "motion": "zoom_in",
+                    "transition": {"type": "crossfade", "duration": 0.6}},
+                   {"image": "img1.jpg", "duration": 1.7, "motion": "pan_up"}],
+        "narration": "narration.wav"})
+
+    def render_job(output: Path) -> RenderJob:
+        return RenderJob(timeline=load_timeline_file(timeline), base_dir=timeline.parent,
+                         output=output, options=RenderOptions())
+
+    ranges = [(0, 10), (10, 20), (20, 31)]
+    here = split.render_local(render_job(tmp_path / "local.mp4"), ranges, workers=1)
+
+    sdk = FakeModal()
+    volume = sdk.volumes.setdefault(VOLUME, {})
+    mount = tmp_path / "container"  # each call's view of the Volume
+
+    def container(payload: dict[str, Any]) -> Any:
+        for name, data in volume.items():  # what is committed, as a fresh mount sees it
+            path = mount / name
+            if not path.exists():
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_bytes(data)
+        result = modal_app.run_job("render_video", payload,
+                                   volume=sdk.Volume.from_name(VOLUME),
+                                   progress=sdk.Dict.from_name("progress"), call_id=None,
+                                   root=mount)
+        for path in (mount / "blobs").rglob("*"):  # committed for the other containers
+            if path.is_file():
+                volume.setdefault(path.relative_to(mount).as_posix(), path.read_bytes())
+        return result
+
+    sdk.handlers["render_video"] = container
+    clock = Clock()
+    dispatcher = Dispatcher(
+        settings=settings(), choice=Choice("modal", "test"), state=StateDB(
+            tmp_path / "state.sqlite3", busy_timeout=0),
+        make_backend=lambda _c, policy: ModalBackend(APP, VOLUME, sdk=sdk, retry=policy),
+        sleep=clock.sleep, clock=clock)
+    whole, fetch = render_remote(render_job(tmp_path / "modal.mp4"))
+    outcome = dispatcher.run_split(*split_jobs(whole, ranges), local=never_local,
+                                   fetch=fetch)
+    assert outcome.backend == "modal" and outcome.pieces == 3
+    assert (tmp_path / "modal.mp4").read_bytes() == (tmp_path / "local.mp4").read_bytes()
+    assert outcome.value.sha256 == here.sha256
+    spawned = [payload for name, payload in sdk.spawned if name == "render_video"]
+    assert len(spawned) == 4
+    # The pieces stay on the Volume: the join names them by sha256, a few hundred bytes.
+    join = spawned[-1]["options"]["pieces"]
+    assert [p["frames"] for p in join] == [list(r) for r in ranges]
+    assert all(blob_path(p["sha256"]) in volume for p in join)
+    assert len(json.dumps(spawned[-1])) < 4096
