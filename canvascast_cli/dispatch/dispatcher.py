@@ -40,7 +40,7 @@ import contextlib
 import re
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Generic, Protocol, TypeVar, cast
 
@@ -218,8 +218,36 @@ class Dispatcher:
         if self.choice.name == "local":
             return Outcome(local(), backend="local", choice=self.choice)
         assert fetch is not None and pieces
-        return self._or_local(pieces[0], lambda: self._remote_split(pieces, join, fetch),
-                              local)
+
+        def joined(session: _Session, done: list[JobStatus], estimate: cost.Estimate,
+                   bytes_up: int) -> Outcome[T]:
+            shas = [_piece_artifact(status) for status in done]
+            return self._attempts(session, join(shas), fetch, estimate, bytes_up)
+
+        return self._or_local(pieces[0], lambda: self._remote_split(pieces, joined), local)
+
+    def run_pieces(self, pieces: Sequence[RemoteJob], *, local: Callable[[], T],
+                   fetch: Callable[[Backend, list[JobStatus]], T] | None) -> Outcome[T]:
+        """Jobs in ``pieces`` run at once, each retried alone; ``fetch(backend, statuses)``
+        makes one result of theirs here (a long recording's transcripts stitched).
+        Falls back to ``local()`` as ``run`` does."""
+        if self.choice.name == "local":
+            return Outcome(local(), backend="local", choice=self.choice)
+        assert fetch is not None and pieces
+
+        def fetched(session: _Session, done: list[JobStatus], estimate: cost.Estimate,
+                    bytes_up: int) -> Outcome[T]:
+            counting = _Counting(session.backend)
+            try:
+                value = fetch(cast(Backend, counting), done)
+            except IntegrityError as first:
+                self.warn(f"{first.message}; fetching again")
+                value = fetch(cast(Backend, counting), done)
+            return Outcome(value, backend=session.name, choice=self.choice,
+                           job_id=done[-1].id, attempts=1, estimate=estimate,
+                           bytes_up=bytes_up, bytes_down=counting.bytes)
+
+        return self._or_local(pieces[0], lambda: self._remote_split(pieces, fetched), local)
 
     def _or_local(self, job: RemoteJob, remote: Callable[[], Outcome[T]],
                   local: Callable[[], T]) -> Outcome[T]:
@@ -366,8 +394,10 @@ class Dispatcher:
     # -- a job in pieces ----------------------------------------------------------
 
     def _remote_split(self, pieces: Sequence[RemoteJob],
-                      join: Callable[[list[str]], RemoteJob],
-                      fetch: Callable[[Backend, JobStatus], T]) -> Outcome[T]:
+                      after: Callable[[_Session, list[JobStatus], cost.Estimate, int],
+                                      Outcome[T]]) -> Outcome[T]:
+        """Upload every piece's inputs, run the pieces (``_fan_out``), then ``after`` (the
+        join, or the fetch of every piece); the outcome's bill is all of it."""
         function = pieces[0].function
         units = sum(p.units for p in pieces)
         session = self._open_session(function)
@@ -375,13 +405,13 @@ class Dispatcher:
             estimate = cost.estimate(self.settings, function, units, session.ledger,
                                      session.name, now=self.clock(), containers=len(pieces))
             self._note_estimate(function, estimate, f", {len(pieces)} pieces at once")
-            bytes_up = self._upload_first(session, pieces[0], estimate)
+            inputs = replace(pieces[0], uploads={sha: path for piece in pieces
+                                                 for sha, path in piece.uploads.items()})
+            bytes_up = self._upload_first(session, inputs, estimate)
             done = self._fan_out(session, pieces)
-            shas = [_piece_artifact(status) for status in done]
-            outcome = self._attempts(session, join(shas), fetch, estimate, bytes_up)
+            outcome = after(session, done, estimate, bytes_up)
         finally:
             session.backend.close()
-        # The whole job's bill: every piece's run and start, and the join's.
         results = [status.result for status in done if status.result is not None]
         billed = sum(r.billed_seconds for r in results) + (outcome.billed_seconds or 0.0)
         startup = sum(r.startup_seconds or 0.0 for r in results) + (
@@ -411,7 +441,7 @@ class Dispatcher:
         self.stages.stage(f"{len(jobs)} pieces", total, unit)
         self.note(f"{len(jobs)} pieces of about {total / len(jobs):.0f} {unit} each, up to "
                   f"{in_flight} at once on {session.name}; a piece that fails is tried "
-                  "again alone, then they are joined there")
+                  "again alone")
 
         def shown() -> None:
             self.stages.update(sum(p.done for p in pieces), total)

@@ -155,6 +155,56 @@ def transcribe_remote(job: Any) -> tuple[RemoteJob, Fetch]:
     return remote, fetch
 
 
+def transcribe_split_remote(job: Any, pieces: list[tuple[float, float, Path]]
+                            ) -> tuple[list[RemoteJob], Callable[[Backend, list[JobStatus]],
+                                                                 Any]]:
+    """A long recording's ``TranscribeJob`` cut into ``pieces`` (``(start, end, file)``
+    from ``parallel.cut_to_files``) -> one job per piece (its words come back on the
+    recording's clock: the piece's start is the job's offset) and a fetch that stitches
+    their transcripts into one, as the local parallel path does."""
+    from canvascast_cli.engines.transcribe.parallel import Part, stitch, with_segment_words
+    from canvascast_cli.engines.transcribe.result import Refinement, Transcript
+
+    jobs = []
+    for start, end, path in pieces:
+        piece = replace(job, audio=path, offset=start, script=None)
+        remote, _fetch = transcribe_remote(piece)
+        jobs.append(replace(remote, units=end - start,
+                            local_names={ref: f"{job.audio} ({start:.1f}-{end:.1f} s)"
+                                         for ref in remote.local_names}))
+
+    def fetch(backend: Backend, done: list[JobStatus]) -> Transcript:
+        parts: list[Part] = []
+        first: Transcript | None = None
+        with tempfile.TemporaryDirectory(prefix="canvascast-fetch-") as folder:
+            for n, (status, (start, end, _path)) in enumerate(zip(done, pieces, strict=True)):
+                artifact = _artifact(status, "transcript.json", "transcription")
+                path = Path(folder) / f"transcript-{n:04d}.json"
+                backend.download(artifact.sha256, path)
+                text = Transcript.from_dict(json.loads(path.read_text(encoding="utf-8")))
+                path.unlink()
+                first = first or text
+                refined = text.refinement
+                reasons = (refined.kept if refined is not None and refined.aligner is not None
+                           else None)
+                parts.append(Part(start=start, end=end, kept=reasons,
+                                  segments=with_segment_words(text.segments, text.words)))
+        assert first is not None
+        segments, kept = stitch(parts)
+        words = tuple(w for s in segments for w in s.words)
+        refinement = first.refinement
+        if refinement is not None and refinement.aligner is not None:
+            refinement = Refinement(aligner=refinement.aligner, kept=tuple(kept or ()))
+        total = pieces[-1][1]
+        return Transcript(segments=tuple(segments), words=words, language=first.language,
+                          duration=total, engine=first.engine, model=first.model,
+                          refinement=refinement,
+                          extra={"pieces": [[round(a, 3), round(b, 3)]
+                                            for a, b, _ in pieces]}).shifted(job.offset)
+
+    return jobs, fetch
+
+
 def _audio_seconds(path: Path) -> float:
     """The audio's length for the cost estimate (0 when it cannot be read cheaply)."""
     try:

@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from canvascast_cli.engines.transcribe.align import normalise
-from canvascast_cli.engines.transcribe.audio import iter_chunks
+from canvascast_cli.engines.transcribe.audio import SAMPLE_RATE, iter_chunks
 from canvascast_cli.engines.transcribe.models import ModelRef
 from canvascast_cli.engines.transcribe.result import Segment, Word
 
@@ -345,6 +345,63 @@ def refine_pieces(pool: Executor, pieces: Sequence[tuple[str, float, float]],
         kept += reasons
         seconds += spent
     return out, kept, seconds
+
+
+# ---------------------------------------------------------------------------------------
+# Pieces as files: a remote fan-out sends each piece as its own job
+
+
+# A remote fan-out: pieces of at least this much audio (a GPU container's cold start,
+# ~30 s, stays a small share of each), and only for recordings of two pieces or more.
+REMOTE_PIECE_SECONDS = 300.0
+
+
+def remote_pieces(duration: float, max_containers: int) -> int:
+    """How many jobs a remote transcription of ``duration`` seconds is cut into: one per
+    ``REMOTE_PIECE_SECONDS``, at most ``max_containers``; 1 (one job) below two pieces."""
+    return max(1, min(max_containers, int(duration // REMOTE_PIECE_SECONDS)))
+
+
+def cut_to_files(audio_path: Path, duration: float, pieces: int, folder: Path
+                 ) -> list[tuple[float, float, Path]]:
+    """Cut the recording at pauses into about ``pieces`` pieces (as the local parallel
+    path cuts it) and write each to ``folder`` as 16 kHz mono FLAC (lossless for what the
+    recogniser hears: it decodes to 16 kHz mono anyway); ``(start, end, file)`` each.
+    One piece's samples are held at a time."""
+    import av
+
+    chunk_seconds, search_seconds = plan_pieces(duration, pieces)
+    out: list[tuple[float, float, Path]] = []
+    for chunk in _pieces(audio_path, chunk_seconds, search_seconds):
+        path = folder / f"piece-{chunk.index:04d}.flac"
+        pcm = np.clip(np.rint(chunk.samples * 32768.0), -32768, 32767).astype(np.int16)
+        with av.open(str(path), "w", format="flac") as container:
+            stream = container.add_stream("flac", rate=SAMPLE_RATE, layout="mono")
+            frame = av.AudioFrame.from_ndarray(pcm.reshape(1, -1), format="s16",
+                                               layout="mono")
+            frame.sample_rate = SAMPLE_RATE
+            for packet in stream.encode(frame):
+                container.mux(packet)
+            for packet in stream.encode(None):
+                container.mux(packet)
+        out.append((chunk.start, chunk.end, path))
+        del chunk, pcm
+    return out
+
+
+def with_segment_words(segments: Sequence[Segment], words: Sequence[Word]
+                       ) -> list[Segment]:
+    """Segments with their words again (a transcript that came back as JSON lists its
+    words apart): each word goes to the last segment starting at or before its middle."""
+    out: list[list[Word]] = [[] for _ in segments]
+    k = 0
+    for word in words:
+        middle = (word.start + word.end) / 2
+        while k + 1 < len(segments) and segments[k + 1].start <= middle:
+            k += 1
+        if segments:
+            out[k].append(word)
+    return [replace(s, words=tuple(w)) for s, w in zip(segments, out, strict=True)]
 
 
 def _pieces(audio_path: Path, chunk_seconds: float, search_seconds: float) -> Iterator[Any]:
