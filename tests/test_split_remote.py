@@ -304,6 +304,27 @@ def test_pieces_in_flight_stay_within_max_containers(rig: Callable[..., Rig]) ->
     assert outcome.pieces == 3 and r.backends[0].most_at_once == 2
 
 
+def test_a_half_open_circuit_lets_one_piece_try_first(rig: Callable[..., Rig]) -> None:
+    from canvascast_cli.dispatch.breaker import CircuitBreaker, SQLiteStorage
+
+    r = rig()
+    clock = r.dispatcher.clock
+    assert isinstance(clock, Clock)
+    rules = r.dispatcher.settings.breaker
+    breaker = CircuitBreaker(SQLiteStorage(r.db), "http:render_video", clock=clock,
+                             failure_threshold=rules.failure_threshold,
+                             reset_timeout=rules.reset_timeout)
+    for _ in range(rules.failure_threshold):
+        breaker.record_failure(breaker.acquire(), errors.ContainerCrash("down"))
+    clock.now += rules.reset_timeout + 1  # the trial is due
+    outcome = r.dispatcher.run_split(*jobs(), local=never_local, fetch=fetched)
+    backend = r.backends[0]
+    # The trial piece alone; once it closed the circuit, the others at once.
+    assert backend.submitted == ["0:10", "10:20", "20:25", "join"]
+    assert backend.most_at_once == 2 and outcome.pieces == 3
+    assert SQLiteStorage(r.db).get("http:render_video").state.value == "closed"
+
+
 def test_ctrl_c_cancels_every_running_piece(rig: Callable[..., Rig]) -> None:
     polls = {"n": 0}
 

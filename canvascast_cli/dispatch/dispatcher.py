@@ -482,7 +482,12 @@ class Dispatcher:
                     if piece.status is None and piece.job_id is None and \
                             piece.not_before <= now:
                         assert piece.job.payload is not None
-                        piece.permit = breaker.acquire()
+                        try:
+                            piece.permit = breaker.acquire()
+                        except CircuitOpen:
+                            if running == 0:
+                                raise
+                            break  # half-open: its one trial runs first; the rest wait
                         piece.tries += 1
                         piece.started, piece.done = now, 0.0
                         try:
