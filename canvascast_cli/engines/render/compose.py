@@ -2,7 +2,9 @@
 
 ``FramePlan`` maps a global frame number to one scene (or two, blended, inside a
 crossfade). ``Compositor`` turns that into pixels, preparing each still once, one scene
-ahead, on a background thread. Any frame can be made independently of the others, so any
+ahead, on a background thread: the stills are decoded here, not up front (the input
+checks read a JPEG's or PNG's header only), and at most the stills of the scenes on screen
+and of the next one are held. Any frame can be made independently of the others, so any
 range ``[start, end)`` renders the same frames as the whole video does.
 """
 
@@ -22,6 +24,7 @@ from canvascast_cli.engines.render.frames import (
     prepare_image,
     render_view,
 )
+from canvascast_cli.engines.render.inputs import image_decode_failed
 from canvascast_cli.engines.render.motion import progress, view_at
 from canvascast_cli.timeline import Motion, Timeline, crossfade_frames, scene_frames
 
@@ -85,16 +88,28 @@ class Compositor:
         self._prepared.clear()
         self._static.clear()
 
+    def prepare_ahead(self, n: int) -> None:
+        """Start preparing the stills frame ``n`` shows (before its frames are asked for)."""
+        for span, _ in self.plan.layers(n):
+            self._future(span.index)
+
     def _prepare(self, index: int) -> PreparedImage:
-        rgb = load_rgb(self._images[index], min_size=(self.width, self.height),
-                       background=self.timeline.output.background)
+        path = self._images[index]
+        try:
+            rgb = load_rgb(path, min_size=(self.width, self.height),
+                           background=self.timeline.output.background)
+        except (OSError, SyntaxError, ValueError) as exc:
+            raise image_decode_failed(self._images, path, exc) from None
         return prepare_image(rgb, self.width, self.height)
 
-    def _image(self, index: int) -> PreparedImage:
+    def _future(self, index: int) -> Future[PreparedImage]:
         future = self._prepared.get(index)
         if future is None:
             future = self._prepared[index] = self._pool.submit(self._prepare, index)
-        return future.result()
+        return future
+
+    def _image(self, index: int) -> PreparedImage:
+        return self._future(index).result()
 
     def _housekeep(self, n: int) -> None:
         """Drop stills whose scenes are over; start preparing the next one."""
@@ -103,10 +118,8 @@ class Compositor:
                 self._prepared.pop(span.index, None)
                 self._static.pop(span.index, None)
         if self._prefetch:
-            upcoming = [s for s in self.plan.spans if s.start > n][:1]
-            for span in upcoming:
-                if span.index not in self._prepared:
-                    self._prepared[span.index] = self._pool.submit(self._prepare, span.index)
+            for span in [s for s in self.plan.spans if s.start > n][:1]:
+                self._future(span.index)
 
     def _scene_frame(self, span: SceneSpan, n: int, out: FrameBuffer) -> np.ndarray:
         if span.motion.type == "none":

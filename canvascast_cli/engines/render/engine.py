@@ -91,6 +91,9 @@ class RenderResult:
     speed: float  # seconds of video per second of rendering ("x realtime"), 3 decimals
     missing_glyphs: tuple[MissingChar, ...] = ()
     warnings: tuple[str, ...] = ()
+    # From the start of render_seconds to the first frame handed to ffmpeg (None: not
+    # measured, e.g. a split render's join).
+    first_frame_seconds: Seconds | None = None
 
 
 ProgressCallback = Callable[[int, int], None]  # (frames encoded, total frames)
@@ -124,7 +127,7 @@ def render(
     began = time.perf_counter()
     with staged(output, overwrite=overwrite, suffix=".part.mp4") as tmp, \
             tempfile.TemporaryDirectory(prefix="canvascast-render-") as work:
-        _encode(resolved, tmp, Path(work), options, start, end, on_progress)
+        first_frame = _encode(resolved, tmp, Path(work), options, start, end, on_progress)
         elapsed = time.perf_counter() - began
         digest, size = _sha256(tmp)
 
@@ -147,6 +150,7 @@ def render(
         speed=round(frames / fps / elapsed, 3) if elapsed > 0 else 0.0,
         missing_glyphs=tuple(MissingChar.of(g) for g in plan.missing) if plan else (),
         warnings=warnings,
+        first_frame_seconds=None if first_frame is None else first_frame - began,
     )
 
 
@@ -227,7 +231,41 @@ def _encode(
     start: int,
     end: int,
     on_progress: ProgressCallback | None,
-) -> None:
+) -> float | None:
+    """Encode frames ``[start, end)``; returns when the first frame went to ffmpeg
+    (``time.perf_counter()``), or None if none did."""
+    _single_threaded_opencv()
+    compositor = Compositor(resolved.timeline, resolved.images)
+    try:
+        # The first frame's stills decode while the captions are written and ffmpeg starts.
+        compositor.prepare_ahead(start)
+        args = _prepare_ffmpeg(resolved, destination, work, options, start, end)
+        frames_total = end - start
+
+        def progress(block: dict[str, str]) -> None:
+            if on_progress is not None and block.get("frame", "").isdigit():
+                on_progress(min(int(block["frame"]), frames_total), frames_total)
+
+        proc = FFmpegProcess(args, cwd=work, on_progress=progress)
+        try:
+            pipeline = _FramePipeline(compositor, proc, start, end)
+            pipeline.run()
+            proc.finish()
+        except KeyboardInterrupt as exc:
+            raise Interrupted("render interrupted; nothing was written",
+                              signum=signal_number(exc)) from None
+        finally:
+            proc.kill()  # no-op once ffmpeg has exited
+    finally:
+        compositor.close()
+    if on_progress is not None:
+        on_progress(frames_total, frames_total)
+    return pipeline.first_frame_at
+
+
+def _prepare_ffmpeg(resolved: ResolvedInputs, destination: Path, work: Path,
+                    options: RenderOptions, start: int, end: int) -> list[str]:
+    """The captions script and fonts in ``work``, and the ffmpeg command that uses them."""
     out = resolved.output
     captions_file = fonts_dir = None
     if resolved.words:
@@ -242,27 +280,8 @@ def _encode(
                         font_runs=plan.runs)
         (work / "captions.ass").write_text(ass, encoding="utf-8")
         captions_file, fonts_dir = "captions.ass", "fonts"
-
-    args = ffmpeg_command(resolved, destination, options, start, end,
+    return ffmpeg_command(resolved, destination, options, start, end,
                           captions_file=captions_file, fonts_dir=fonts_dir)
-    frames_total = end - start
-
-    def progress(block: dict[str, str]) -> None:
-        if on_progress is not None and block.get("frame", "").isdigit():
-            on_progress(min(int(block["frame"]), frames_total), frames_total)
-
-    _single_threaded_opencv()
-    proc = FFmpegProcess(args, cwd=work, on_progress=progress)
-    try:
-        _FramePipeline(resolved, proc, start, end).run()
-        proc.finish()
-    except KeyboardInterrupt as exc:
-        raise Interrupted("render interrupted; nothing was written",
-                          signum=signal_number(exc)) from None
-    finally:
-        proc.kill()  # no-op once ffmpeg has exited
-    if on_progress is not None:
-        on_progress(frames_total, frames_total)
 
 
 def _single_threaded_opencv() -> None:
@@ -286,16 +305,17 @@ class _FramePipeline:
     priority on OpenCV's thread pool.
     """
 
-    def __init__(self, resolved: ResolvedTimeline, proc: FFmpegProcess, start: int,
+    def __init__(self, compositor: Compositor, proc: FFmpegProcess, start: int,
                  end: int) -> None:
-        out = resolved.output
-        self.resolved, self.proc, self.start, self.end = resolved, proc, start, end
+        width, height = compositor.width, compositor.height
+        self.compositor, self.proc, self.start, self.end = compositor, proc, start, end
         self.writer: FrameWriter[FrameBuffer] = FrameWriter(
-            proc.stdin, out.width * out.height * 3 // 2)
+            proc.stdin, width * height * 3 // 2)
+        self.first_frame_at: float | None = None  # time.perf_counter()
         # In flight: _PIPE_DEPTH queued for the writer + two held by the zero-copy writer.
         self.pool: queue.Queue[FrameBuffer] = queue.Queue()
         for _ in range(_PIPE_DEPTH + 2):
-            self.pool.put(FrameBuffer(out.width, out.height))
+            self.pool.put(FrameBuffer(width, height))
         self.pending: queue.Queue[tuple[np.ndarray, FrameBuffer] | None] = queue.Queue(
             _PIPE_DEPTH)
         self.stop = threading.Event()  # cancelled, failed, or ffmpeg stopped reading
@@ -340,14 +360,10 @@ class _FramePipeline:
         try:
             with contextlib.suppress(OSError):
                 os.nice(_FRAME_NICENESS)  # this thread only (Linux); it ends with the render
-            compositor = Compositor(self.resolved.timeline, self.resolved.images)
-            try:
-                for n in range(self.start, self.end):
-                    buf = self._take(self.pool)
-                    if buf is None or not self._offer((compositor.frame(n, buf), buf)):
-                        return
-            finally:
-                compositor.close()
+            for n in range(self.start, self.end):
+                buf = self._take(self.pool)
+                if buf is None or not self._offer((self.compositor.frame(n, buf), buf)):
+                    return
             self._offer(None)  # end of stream
         except BaseException as exc:  # reported by run() in the calling thread
             self.failure = exc
@@ -362,6 +378,8 @@ class _FramePipeline:
                 # ffmpeg stopped reading (it failed): proc.finish() reports why.
                 self.stop.set()
                 return
+            if self.first_frame_at is None:
+                self.first_frame_at = time.perf_counter()
             if released is not None:
                 self.pool.put(released)
 

@@ -1,12 +1,18 @@
 """Resolve a timeline's inputs before anything is rendered: every problem at once, exit 2.
 
-Each distinct image (the same resolved path, the same URL) is fully decoded once (a
-truncated JPEG passes ``verify()`` but not ``load()``) and its problems are reported for
-every scene that uses it. http(s) images are downloaded to a temporary file in the cache,
-decoded, and only then published there, within ``InputLimits`` (a total deadline, a
-per-read timeout, a size cap). Audio files are opened with PyAV and must hold an audio
-stream; caption words must fall inside the video, and every character of them must be in
-a font the render will give libass (``fonts``).
+Each distinct image (the same resolved path, the same URL) is checked once and its
+problems are reported for every scene that uses it. A local JPEG or PNG is checked without
+decoding its pixels (``quick_image_problem``: its header, and that the file ends as a whole
+one does, which a cut-off file does not); the render decodes it, scene by scene, while
+earlier frames encode. A file that does not end as it should, and any other format, is
+fully decoded here (a truncated JPEG passes ``verify()`` but not ``load()``). http(s)
+images are downloaded to a temporary file in the cache, fully decoded, and only then
+published there, within ``InputLimits`` (a total deadline, a per-read timeout, a size
+cap). Should a still that passed fail to decode in the render after all, the render stops
+with the same words and exit status (``image_decode_failed``) and writes nothing. Audio
+files are opened with PyAV and must hold an audio stream; caption words must fall inside
+the video, and every character of them must be in a font the render will give libass
+(``fonts``).
 
 Ctrl-C: the checks run on a few daemon worker threads while the main thread waits in
 short slices, so a KeyboardInterrupt (or the CLI's SIGTERM subclass of it) propagates at
@@ -22,7 +28,7 @@ import os
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
@@ -103,15 +109,15 @@ def resolve_timeline(
     are fine but a download failed for the network's or the server's sake, that failure
     is raised as its own (retryable) class: ``Timeout``, ``ConnectionFailed``,
     ``ServerError``, ``RateLimited``. ``transport`` is handed to the ``httpx.Client`` that
-    downloads; ``check_image(path)`` says what is wrong with an image file, or None
-    (``image_problem`` by default), and is called once per distinct image. Caption
+    downloads; ``check_image(path)`` says what is wrong with an image file, or None, and
+    is called once per distinct image (default: ``quick_image_problem`` for local files,
+    the full decode ``image_problem`` for downloads, before they are cached). Caption
     characters no font has are problems too, unless ``allow_missing_glyphs`` (then they
     are listed in ``fonts.missing``; see the ``fonts`` package). ``sleep`` is what a
     download's retry waits with (default: a wait that Ctrl-C cuts short; tests record).
     """
     # Absolute, because ffmpeg runs in a private working directory.
     base_dir = base_dir.expanduser().absolute()
-    check = check_image or image_problem
     problems: list[str] = []
     failures: list[CanvasCastError] = []  # not the input's fault
 
@@ -127,9 +133,9 @@ def resolve_timeline(
     for key in sorted(dict.fromkeys(keys), key=lambda k: k[0] != "url"):
         kind, ref = key
         if kind == "url":
-            jobs[key] = _download_job(ref, limits, check)
+            jobs[key] = _download_job(ref, limits, check_image or image_problem)
         else:
-            jobs[key] = _local_job(Path(ref), check)
+            jobs[key] = _local_job(Path(ref), check_image or quick_image_problem)
     if any(kind == "url" for kind, _ in jobs):
         _sweep_partials(_images_cache())
 
@@ -259,21 +265,61 @@ def image_problem(path: Path) -> str | None:
 
     The text follows the file's name: ``f"{path} {image_problem(path)}"``.
     """
+    return _image_problem(path, decode=True)
+
+
+def quick_image_problem(path: Path) -> str | None:
+    """``image_problem`` without decoding the pixels of a JPEG or PNG that ends as a whole
+    file does (its last bytes are the format's end marker): the header is read and checked.
+    A file cut short, and any other format, is decoded in full."""
+    return _image_problem(path, decode=False)
+
+
+# The last bytes of a complete file: JPEG's EOI marker, PNG's IEND chunk (with its CRC).
+_END_MARKERS = {"JPEG": b"\xff\xd9", "PNG": b"\x00\x00\x00\x00IEND\xaeB`\x82"}
+
+
+def _image_problem(path: Path, *, decode: bool) -> str | None:
     from PIL import Image, UnidentifiedImageError
 
     try:
         with Image.open(path) as img:
-            img.load()
             width, height = img.size
+            marker = _END_MARKERS.get(img.format or "")
+            if decode or marker is None or not _ends_with(path, marker):
+                img.load()
     except UnidentifiedImageError:
         return "is not an image Pillow can read"
     except Image.DecompressionBombError as exc:
         return f"is too large to decode safely ({exc})"
     except (OSError, SyntaxError, ValueError) as exc:
-        return f"is corrupt or truncated ({exc})"
+        return _decode_problem(exc)
     if width < 2 or height < 2:
         return f"is {width}x{height}; need at least 2x2 pixels"
     return None
+
+
+def _ends_with(path: Path, marker: bytes) -> bool:
+    with path.open("rb") as fh:
+        if fh.seek(0, os.SEEK_END) < len(marker):
+            return False
+        fh.seek(-len(marker), os.SEEK_END)
+        return fh.read() == marker
+
+
+def _decode_problem(exc: BaseException) -> str:
+    """``image_problem``'s words for an image whose pixels failed to decode."""
+    return f"is corrupt or truncated ({exc})"
+
+
+def image_decode_failed(images: Sequence[Path], path: Path, exc: BaseException
+                        ) -> InvalidInput:
+    """The error for a still the render could not decode (the checks up front read a
+    JPEG's or PNG's header only): worded as those checks word it, for each scene with it."""
+    problems = [f"scenes[{i}].image: {path} {_decode_problem(exc)}"
+                for i, image in enumerate(images) if image == path]
+    noun = "problem" if len(problems) == 1 else "problems"
+    return InvalidInput(f"timeline inputs: {len(problems)} {noun}", details=problems)
 
 
 class _Cancelled(Exception):
