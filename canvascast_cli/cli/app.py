@@ -1,7 +1,9 @@
-"""The ``canvascast`` root command: global options, and one sub-app per command group.
+"""The ``canvascast`` root command: global options, and the table of its commands.
 
 Heavy libraries (numpy, OpenCV, PyAV, torch, modal, whisper) are imported inside the
-commands that need them, never here: ``canvascast --help`` must start instantly.
+commands that need them, never here: ``canvascast --help`` must start instantly. Even the
+command modules are imported only when their command runs or shows its own help:
+``canvascast --help`` lists each from the ``COMMANDS`` table (panel and one-line help).
 
 Every run goes through ``CanvasCastGroup.main``: SIGTERM/SIGHUP are handled like Ctrl-C,
 usage errors become one JSON document under ``--json``, and a closed stdout (``| head``)
@@ -10,34 +12,66 @@ ends quietly.
 
 from __future__ import annotations
 
+import importlib
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, MutableMapping, Sequence
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, NamedTuple
 
 import typer
-from typer.core import TyperGroup
+import typer.main
+from typer.core import TyperCommand, TyperGroup
 
 from canvascast_cli import __version__, env
-from canvascast_cli.cli import (
-    breaker_cmd,
-    cache_cmd,
-    config_cmd,
-    deploy_cmd,
-    images,
-    jobs_cmd,
-    lean_help,
-    models_cmd,
-    render,
-    serve,
-    status_cmd,
-    transcribe,
-    warm_cmd,
-)
-from canvascast_cli.cli.context import Application
-from canvascast_cli.cli.output import Output
-from canvascast_cli.errors import EXIT_CODES_HELP, EXIT_USAGE, InvalidInput
+from canvascast_cli.cli import lean_help
+from canvascast_cli.errors import EXIT_CODES_HELP, EXIT_USAGE
+
+if TYPE_CHECKING:
+    from typer._click import Command
+
+
+class Entry(NamedTuple):
+    """A command as ``canvascast --help`` lists it, and where it lives: its module
+    (in ``canvascast_cli.cli``) is imported only when the command runs or shows its help."""
+
+    panel: str
+    summary: str  # a command's short help; a group's first paragraph of help
+    module: str
+    function: str = ""  # a command: its function and its help's name; a group: its `app`
+    help: str = ""
+
+
+COMMANDS = {  # in the order `canvascast --help` lists them
+    "render": Entry("Jobs", "Render a JSON timeline to an H.264/AAC MP4.",
+                    "render", "render_command", "RENDER_HELP"),
+    "transcribe": Entry("Jobs", "Audio -> words with start/end times (Whisper): JSON, SRT, "
+                        "VTT, text.", "transcribe", "transcribe_command", "TRANSCRIBE_HELP"),
+    "images": Entry("Jobs", "Prompts + style -> images (gemini, diffusers, placeholder), "
+                    "with sidecars.", "images", "images_command", "IMAGES_HELP"),
+    "serve": Entry("Operations", "Run the job API locally (the same app Modal hosts).",
+                   "serve", "serve_command", "SERVE_HELP"),
+    "deploy": Entry("Operations", "Deploy the Modal functions from modal.toml (or --dry-run: "
+                    "the plan).", "deploy_cmd", "deploy_command", "DEPLOY_HELP"),
+    "status": Entry("Operations", "Breakers, warm pools, invocations, errors and spend "
+                    "(--prometheus, --check).", "status_cmd", "status_command", "STATUS_HELP"),
+    "warm": Entry("Operations", "Warm pools on Modal: containers kept ready when traffic "
+                  "needs them, at a known cost. Overrides last until `canvascast warm reset` "
+                  "(and survive redeploys: `canvascast deploy` applies them again).",
+                  "warm_cmd"),
+    "breaker": Entry("Operations", "The circuit breakers shared by every canvascast process "
+                     "on this machine (one per backend and function; `canvascast status` "
+                     "shows them).", "breaker_cmd"),
+    "jobs": Entry("Operations", "Remote jobs by id: wait for one and fetch its result (after "
+                  "the client that submitted it went away).", "jobs_cmd"),
+    "models": Entry("Operations", "Whisper models available on this machine; convert between "
+                    "engines.", "models_cmd"),
+    "config": Entry("Operations", "Check and show the compute config (modal.toml; Modal "
+                    "itself never reads it).", "config_cmd"),
+    "cache": Entry("Operations", "The local result cache: a job done before is never done "
+                   "again (renders, transcripts, images; capped by modal.toml's \\[cache] "
+                   "max_gb).", "cache_cmd"),
+}
 
 
 class CommandGroup(TyperGroup):
@@ -48,6 +82,8 @@ class CommandGroup(TyperGroup):
 
     def parse_args(self, ctx: typer.Context, args: list[str]) -> list[str]:  # type: ignore[override]
         if not args and self.no_args_is_help and not ctx.resilient_parsing:
+            from canvascast_cli.cli.context import Application
+
             application = ctx.find_object(Application)
             if _wants_json(()) or (application is not None and application.out.json):
                 raise MissingCommand(ctx)
@@ -67,7 +103,78 @@ class MissingCommand(typer.TyperException):
         super().__init__(self.message)
 
 
+class LazyCommands(MutableMapping[str, "Command"]):
+    """The root's commands by name: the ``COMMANDS`` table, each built the first time it
+    is looked up (``_load``); one added later (``add_command``) is kept as given."""
+
+    def __init__(self) -> None:
+        self.loaded: dict[str, Command] = {}
+
+    def __getitem__(self, name: str) -> Command:
+        if name not in self.loaded and name in COMMANDS:
+            self.loaded[name] = _load(name)
+        return self.loaded[name]
+
+    def __setitem__(self, name: str, command: Command) -> None:
+        self.loaded[name] = command
+
+    def __delitem__(self, name: str) -> None:
+        del self.loaded[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter({**dict.fromkeys(COMMANDS), **self.loaded})
+
+    def __len__(self) -> int:
+        return len({**dict.fromkeys(COMMANDS), **self.loaded})
+
+
+def _load(name: str) -> Command:
+    """A command from the table, built as registering it on ``app`` would build it."""
+    entry = COMMANDS[name]
+    module = importlib.import_module(f"canvascast_cli.cli.{entry.module}")
+    holder = typer.Typer(rich_markup_mode=app.rich_markup_mode,
+                         pretty_exceptions_short=app.pretty_exceptions_short,
+                         suggest_commands=app.suggest_commands)
+    if entry.function:
+        holder.command(name, help=getattr(module, entry.help), short_help=entry.summary,
+                       rich_help_panel=entry.panel)(getattr(module, entry.function))
+    else:
+        holder.add_typer(module.app, name=name, cls=CommandGroup, rich_help_panel=entry.panel)
+    return typer.main.get_group(holder).commands[name]
+
+
+def _summary(name: str) -> Command | None:
+    """What listings need of a command not loaded yet: name, panel, one-line help (a
+    group's as help, so that completions shorten it as they do a group's)."""
+    entry = COMMANDS.get(name)
+    if entry is None:
+        return None
+    return TyperCommand(name, rich_help_panel=entry.panel, help=entry.summary,
+                        short_help=entry.summary if entry.function else None)
+
+
 class CanvasCastGroup(CommandGroup):
+    """The root. Its commands load lazily: click asks ``get_command`` for what listings
+    show (``--help``, shell completion) and ``resolve_command`` for the command to run
+    (its own ``--help`` included)."""
+
+    commands: LazyCommands
+
+    def __init__(self, **attrs: Any) -> None:
+        super().__init__(**attrs)
+        self.commands = LazyCommands()
+
+    def list_commands(self, ctx: typer.Context) -> list[str]:  # type: ignore[override]
+        return list(self.commands)
+
+    def get_command(self, ctx: typer.Context, cmd_name: str) -> Command | None:  # type: ignore[override]
+        return self.commands.loaded.get(cmd_name) or _summary(cmd_name)
+
+    def resolve_command(self, ctx: typer.Context, args: list[str]  # type: ignore[override]
+                        ) -> tuple[str | None, Command | None, list[str]]:
+        name, command, rest = super().resolve_command(ctx, args)
+        return name, self.commands[name] if name is not None else command, rest
+
     def main(self, args: Sequence[str] | None = None, prog_name: str | None = None,
              complete_var: str | None = None, standalone_mode: bool = True,
              windows_expand_args: bool = True, **extra: Any) -> Any:
@@ -98,6 +205,9 @@ def _wants_json(argv: Sequence[str]) -> bool:
 
 
 def _usage_error(exc: typer.TyperException, argv: Sequence[str]) -> int:
+    from canvascast_cli.cli.output import Output
+    from canvascast_cli.errors import InvalidInput
+
     code = getattr(exc, "exit_code", EXIT_USAGE) or EXIT_USAGE
     if isinstance(exc, MissingCommand):
         Output(json=True).error(InvalidInput(exc.message))
@@ -157,57 +267,14 @@ def root(
 ) -> None:
     # An Application passed in (tests: ``CliRunner.invoke(app, obj=...)``) keeps its
     # services; the flags configure its output either way.
+    from canvascast_cli.cli.context import Application
+
     application = ctx.obj if isinstance(ctx.obj, Application) else Application()
     application.out.json = application.out.json or json_output
     application.out.quiet, application.out.verbose = quiet, verbose
     application.out.color = not no_color
     application.config_path = config
     ctx.obj = application
-
-
-app.command(
-    "render",
-    help=render.RENDER_HELP,
-    short_help="Render a JSON timeline to an H.264/AAC MP4.",
-    rich_help_panel="Jobs",
-    no_args_is_help=False,
-)(render.render_command)
-app.command(
-    "transcribe",
-    help=transcribe.TRANSCRIBE_HELP,
-    short_help="Audio -> words with start/end times (Whisper): JSON, SRT, VTT, text.",
-    rich_help_panel="Jobs",
-)(transcribe.transcribe_command)
-app.command(
-    "images",
-    help=images.IMAGES_HELP,
-    short_help="Prompts + style -> images (gemini, diffusers, placeholder), with sidecars.",
-    rich_help_panel="Jobs",
-)(images.images_command)
-app.command(
-    "serve",
-    help=serve.SERVE_HELP,
-    short_help="Run the job API locally (the same app Modal hosts).",
-    rich_help_panel="Operations",
-)(serve.serve_command)
-app.command(
-    "deploy",
-    help=deploy_cmd.DEPLOY_HELP,
-    short_help="Deploy the Modal functions from modal.toml (or --dry-run: the plan).",
-    rich_help_panel="Operations",
-)(deploy_cmd.deploy_command)
-app.add_typer(warm_cmd.app, name="warm", cls=CommandGroup, rich_help_panel="Operations")
-app.command(
-    "status",
-    help=status_cmd.STATUS_HELP,
-    short_help="Breakers, warm pools, invocations, errors and spend (--prometheus, --check).",
-    rich_help_panel="Operations",
-)(status_cmd.status_command)
-app.add_typer(breaker_cmd.app, name="breaker", cls=CommandGroup, rich_help_panel="Operations")
-app.add_typer(jobs_cmd.app, name="jobs", cls=CommandGroup, rich_help_panel="Operations")
-app.add_typer(models_cmd.app, name="models", cls=CommandGroup, rich_help_panel="Operations")
-app.add_typer(config_cmd.app, name="config", cls=CommandGroup, rich_help_panel="Operations")
-app.add_typer(cache_cmd.app, name="cache", cls=CommandGroup, rich_help_panel="Operations")
 
 
 def main() -> None:

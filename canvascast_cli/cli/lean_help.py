@@ -1,4 +1,4 @@
-"""Typer's help renderer without the two imports it never uses here.
+"""Typer's help without the imports it never uses here: two in its renderer, and pydantic.
 
 ``typer.rich_utils`` (imported for every ``--help`` and usage error) imports
 ``rich.markdown`` (markdown-it, for ``rich_markup_mode="markdown"``) and
@@ -11,18 +11,28 @@ nothing changes: the stand-in modules are removed as soon as ``typer.rich_utils`
 loaded, so any later ``import rich.markdown`` gets the real module, and a stand-in that is
 ever called (markdown help, a pretty traceback) imports the real class then.
 
-A test checks that ``--help`` neither imports them nor renders differently.
+Typer coerces each parameter's value through a pydantic TypeAdapter, built the first time
+the parameter is processed — even for a value that was not given (None), which needs no
+adapter: typer's coercion passes None through (or () for a multi-value parameter) before
+it would use one. So ``canvascast render --help`` (the root's options, none given) imported
+pydantic (about 100 modules, more than ``import typer, rich``) only to pass Nones along.
+``install()`` also wraps typer's ``process_value`` so that a missing value is coerced by
+typer's own code without the adapter being built; any given value builds it as before.
+
+Tests check that ``--help`` imports none of them and renders the same.
 """
 
 from __future__ import annotations
 
 import importlib
-import importlib.abc
 import importlib.machinery
 import sys
 import types
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from importlib.abc import Loader
 
 TARGET = "typer.rich_utils"
 DEFERRED = {"rich.markdown": ("Markdown",), "rich.traceback": ("Traceback",)}
@@ -53,8 +63,10 @@ def _deferred(module: str, name: str) -> type:
                                     "__module__": __name__})
 
 
-class _Loader(importlib.abc.Loader):
-    def __init__(self, real: importlib.abc.Loader) -> None:
+# The finder and loader are plain classes: importlib.abc would import importlib.resources
+# (tempfile, random, ...) for nothing.
+class _Loader:
+    def __init__(self, real: Loader) -> None:
         self.real = real
 
     def create_module(self, spec: importlib.machinery.ModuleSpec) -> types.ModuleType | None:
@@ -78,7 +90,7 @@ class _Loader(importlib.abc.Loader):
                     del sys.modules[name]
 
 
-class _Finder(importlib.abc.MetaPathFinder):
+class _Finder:
     def find_spec(self, fullname: str, path: Sequence[str] | None,
                   target: types.ModuleType | None = None
                   ) -> importlib.machinery.ModuleSpec | None:
@@ -87,12 +99,43 @@ class _Finder(importlib.abc.MetaPathFinder):
         spec = importlib.machinery.PathFinder.find_spec(fullname, path, target)
         if spec is None or spec.loader is None:
             return None
-        spec.loader = _Loader(spec.loader)
+        spec.loader = _Loader(spec.loader)  # type: ignore[assignment] # duck-typed Loader
         return spec
 
 
 def install() -> None:
     """Once per process, before typer.rich_utils is first imported (a no-op after)."""
+    _coerce_missing_values_without_pydantic()
     if TARGET in sys.modules or any(isinstance(f, _Finder) for f in sys.meta_path):
         return
     sys.meta_path.insert(0, _Finder())
+
+
+class _NoAdapter:
+    """A parameter's coercion while its value is missing: typer's own ``coerce``, which
+    returns before it would use the adapter (an AttributeError here if it ever did not)."""
+
+    def coerce(self, value: None, param: Any, ctx: Any) -> Any:
+        from typer._coercion import RuntimeParam
+
+        return RuntimeParam.coerce(self, value, param=param, ctx=ctx)  # type: ignore[arg-type]
+
+
+def _coerce_missing_values_without_pydantic() -> None:
+    from typer.core import _TyperParameter
+
+    process_value = _TyperParameter.process_value
+    if getattr(process_value, "_canvascast", False):
+        return
+
+    def process_missing_value_lightly(self: Any, ctx: Any, value: Any) -> Any:
+        if value is not None or self._runtime_param is not None:
+            return process_value(self, ctx, value)
+        self._runtime_param = _NoAdapter()
+        try:
+            return process_value(self, ctx, value)
+        finally:
+            self._runtime_param = None
+
+    process_missing_value_lightly._canvascast = True  # type: ignore[attr-defined]
+    _TyperParameter.process_value = process_missing_value_lightly  # type: ignore[method-assign]
