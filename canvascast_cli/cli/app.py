@@ -10,25 +10,23 @@ usage errors become one JSON document under ``--json``, and a closed stdout (``|
 ends quietly.
 """
 
-from __future__ import annotations
-
+# No ``from __future__ import annotations`` here: typer reads the root's options from its
+# annotations, and strings it would have to compile on every run (~3 ms of --help).
 import importlib
 import os
 import sys
 from collections.abc import Iterator, MutableMapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, NamedTuple
+from typing import Annotated, Any, NamedTuple
 
 import typer
 import typer.main
+from typer._click import Command
 from typer.core import TyperCommand, TyperGroup
 
 from canvascast_cli import __version__, env
 from canvascast_cli.cli import lean_help
 from canvascast_cli.errors import EXIT_CODES_HELP, EXIT_USAGE
-
-if TYPE_CHECKING:
-    from typer._click import Command
 
 
 class Entry(NamedTuple):
@@ -103,7 +101,7 @@ class MissingCommand(typer.TyperException):
         super().__init__(self.message)
 
 
-class LazyCommands(MutableMapping[str, "Command"]):
+class LazyCommands(MutableMapping[str, Command]):
     """The root's commands by name: the ``COMMANDS`` table, each built the first time it
     is looked up (``_load``); one added later (``add_command``) is kept as given."""
 
