@@ -20,13 +20,15 @@ before faster-whisper or canvascast is imported, so imports and model loading co
   refinement on, workers chosen by length);
 - ``canvascast no refine``: the same without refinement (what refinement adds);
 - ``canvascast serial``: the same with one process (``workers=1``: what parallel pieces buy);
+- ``canvascast parallel``: the same with one worker process per core, whatever the length;
 - ``batched``: faster-whisper's ``BatchedInferencePipeline`` (batch 8, its VAD on).
 
-Printed: wall seconds and real-time factor (audio seconds per wall second; medians), the
-speed ratio against plain faster-whisper, the share of the wall time refinement adds
-(``1 - no refine / canvascast``, medians), WER and mean word start/end error against
-espeak's times (first run), model load and time to the first word, peak memory (the
-process, and the largest worker's), and the number of cores.
+Printed: wall seconds, CPU seconds (the process and its workers) and real-time factor
+(audio seconds per wall second; medians), the speed ratio against plain faster-whisper (of
+the medians, and the median of each repeat's neighbouring runs: steadier under load), the
+share of the wall time refinement adds (``1 - no refine / canvascast``, medians), WER and
+mean word start/end error against espeak's times (first run), model load and time to the
+first word, peak memory (the process, and the largest worker's), and the number of cores.
 """
 
 from __future__ import annotations
@@ -47,7 +49,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 CONFIGS = ("faster-whisper", "canvascast", "canvascast no refine", "canvascast serial",
-           "batched")
+           "canvascast parallel", "batched")
 
 
 def child(args: argparse.Namespace) -> None:
@@ -81,7 +83,8 @@ def child(args: argparse.Namespace) -> None:
     else:
         from canvascast_cli.engines.transcribe.pipeline import transcribe_file
 
-        workers = 1 if args.config == "canvascast serial" else None
+        workers = {"canvascast serial": 1,
+                   "canvascast parallel": os.cpu_count() or 1}.get(args.config)
         transcript = transcribe_file(path, refine=args.config != "canvascast no refine",
                                      workers=workers)
         words = [{"word": w.word, "start": w.start, "end": w.end} for w in transcript.words]
@@ -94,10 +97,13 @@ def child(args: argparse.Namespace) -> None:
     wall = time.perf_counter() - began
     import resource
 
-    print(json.dumps({"wall": wall, "load": load, "first_word": first[0] if first else None,
+    own, children = (resource.getrusage(resource.RUSAGE_SELF),
+                     resource.getrusage(resource.RUSAGE_CHILDREN))
+    cpu = own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+    print(json.dumps({"wall": wall, "cpu": cpu, "load": load,
+                      "first_word": first[0] if first else None,
                       "words": words, "peak_mb": _peak_mb(),
-                      "worker_peak_mb": resource.getrusage(
-                          resource.RUSAGE_CHILDREN).ru_maxrss / 1024, **extra}))
+                      "worker_peak_mb": children.ru_maxrss / 1024, **extra}))
 
 
 def _peak_mb() -> float:
@@ -181,7 +187,14 @@ def main() -> None:
                     "minutes": minutes, "config": config, "wall_s": round(wall, 2),
                     "walls": [round(r["wall"], 2) for r in results],
                     "realtime_factor": round(duration / wall, 2),
+                    "cpu_s": round(statistics.median(r["cpu"] for r in results), 2),
                     "vs_faster_whisper": round(base / wall, 2) if base else None,
+                    # Paired: each repeat's runs ran next to each other (under a changing
+                    # load, the ratio of the neighbours is steadier than that of medians).
+                    "vs_paired": round(statistics.median(
+                        b["wall"] / r["wall"] for b, r in
+                        zip(runs["faster-whisper"], results, strict=True)), 2)
+                    if base else None,
                     "load_s": round(statistics.median(r["load"] for r in results), 2),
                     "first_word_s": round(statistics.median(firsts), 2) if firsts else None,
                     "wer": round(quality["wer"], 4), "start_ms": round(quality["start_ms"], 1),
@@ -206,11 +219,13 @@ def main() -> None:
         return
     print(f"{cores} cores; load average before {report['load_before']}, after "
           f"{report['load_after']}; medians of {args.repeat}")
-    print(f"{'audio':>6} {'config':22} {'wall s':>7} {'x real':>6} {'vs fw':>6} {'load s':>6} "
+    print(f"{'audio':>6} {'config':22} {'wall s':>7} {'cpu s':>6} {'x real':>6} {'vs fw':>6} "
+          f"{'paired':>6} {'load s':>6} "
           f"{'1st word':>8} {'WER':>6} {'start':>6} {'end':>6} {'peak MB':>8} {'worker MB':>9}")
     for r in rows:
-        print(f"{r['minutes']:>4g} m {r['config']:22} {r['wall_s']:>7} "
-              f"{r['realtime_factor']:>6} {r['vs_faster_whisper'] or '':>6} {r['load_s']:>6} "
+        print(f"{r['minutes']:>4g} m {r['config']:22} {r['wall_s']:>7} {r['cpu_s']:>6} "
+              f"{r['realtime_factor']:>6} {r['vs_faster_whisper'] or '':>6} "
+              f"{r['vs_paired'] or '':>6} {r['load_s']:>6} "
               f"{r['first_word_s'] or '':>8} {r['wer']:>6.1%} {r['start_ms']:>6} "
               f"{r['end_ms']:>6} {r['peak_mb']:>8} {r['worker_peak_mb']:>9}"
               + (f"  refinement {r['refine_share']:.0%} of wall" if "refine_share" in r else "")

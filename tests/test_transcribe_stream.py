@@ -232,6 +232,20 @@ def test_script_alignment_runs_over_all_chunks(fake_engine: list[_FakeEngine]) -
     assert transcript.words[3].start > 10  # "One" of the second chunk, on its clock
 
 
+def test_a_host_with_a_model_cache_runs_one_process_with_its_model(
+        fake_engine: list[_FakeEngine], monkeypatch: pytest.MonkeyPatch) -> None:
+    """``canvascast serve`` and Modal hand every job their ``ModelCache``: the job runs
+    in their process with the cached model, never in worker processes of its own."""
+    from canvascast_cli.engines.cache import ModelCache
+
+    monkeypatch.setattr(pipeline, "default_workers", lambda *_, **__: 2)  # "long enough"
+    models = ModelCache()
+    for _ in range(2):
+        transcript = pipeline.transcribe_file(NARRATION, models=models)
+        assert "workers" not in transcript.extra["timing"]  # the serial path
+    assert len(fake_engine) == 1 and len(models) == 1  # loaded once, for both jobs
+
+
 @pytest.mark.parametrize(("make", "expected"), [
     (lambda d: _wav(d / "silent.wav", np.zeros(3 * SAMPLE_RATE)), "is silent"),
     (lambda d: _wav(d / "empty.wav", np.zeros(0)), "holds no decodable audio"),

@@ -23,6 +23,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -100,16 +101,16 @@ def transcribe_file(
     info = probe_audio(audio_path)  # every input check, before the model loads
     began = time.perf_counter()
     if workers is None:
+        # A host that keeps models (``models``: ``canvascast serve``, Modal) runs jobs side
+        # by side and keeps its model loaded between them: one process per job, the cached
+        # model (worker processes would each load their own, every job).
         workers = (default_workers(info.duration, gpu=_gpu())
-                   if ref.engine == "faster-whisper" else 1)
+                   if ref.engine == "faster-whisper" and models is None else 1)
     if workers > 1:
         return _transcribe_parallel(
             audio_path, ref, info.duration, workers, language=language,
             beam_size=beam_size, script=script, offset=offset, compute_type=compute_type,
             threads=threads, progress=progress, refine=refine, began=began)
-    recogniser = load_recogniser(ref, compute_type=compute_type, threads=threads,
-                                 models=models)
-    loaded = time.perf_counter()
     total = info.duration
 
     def report(done: float) -> None:
@@ -126,31 +127,48 @@ def transcribe_file(
     waiting = 0.0  # seconds the pipeline waited for it: what it added to the wall time
     first_word: float | None = None
     known = language or ("en" if ref.name.endswith(".en") else None)
-    if refine and known is not None:  # else once the first chunk says what is spoken
-        began_refining = time.perf_counter()
-        refiner, skipped = _load_refiner(known)
-        waiting += time.perf_counter() - began_refining
-    for chunk in iter_chunks(audio_path, chunk_seconds=chunk_seconds,
-                             search_seconds=search_seconds):
-        start, end = chunk.start, chunk.end
-        done = recognise_chunk(recogniser, chunk.samples, language=language,
-                               beam_size=beam_size, refine=refine and script is None,
-                               with_script=refine and script is not None, refiner=refiner,
-                               skipped=skipped, progress=_after(start, report))
-        del chunk  # the samples go before the next chunk is decoded
-        if first_word is None and done.first_word is not None:
-            first_word = done.first_word - began
-        if spoken is None:
-            # Like one call on the whole file: the language heard first holds throughout.
-            spoken = done.language
-            language = language or done.language
-        refiner, skipped = done.refiner, done.skipped
-        kept += done.kept or []
-        refining += done.refine_seconds
-        waiting += done.wait_seconds
-        segments += [_moved(piece, start, len(segments) + i)
-                     for i, piece in enumerate(done.segments)]
-        report(end)
+    recogniser: Any = None
+    loaded = began
+    load_seconds = 0.0
+    # The model and the aligner load on threads while the first chunk is decoded (the
+    # input was checked first: a bad file fails before any model loads).
+    loader = ThreadPoolExecutor(2, thread_name_prefix="canvascast-load")
+    loading = loader.submit(_timed, load_recogniser, ref, compute_type=compute_type,
+                            threads=threads, models=models)
+    # Without a known language the aligner waits for the first chunk to say what is spoken.
+    aligning = loader.submit(_load_refiner, known) if refine and known is not None else None
+    chunks = iter_chunks(audio_path, chunk_seconds=chunk_seconds,
+                         search_seconds=search_seconds)
+    try:
+        for chunk in chunks:
+            if recogniser is None:  # the first chunk is decoded: now wait for the loads
+                recogniser, load_seconds = loading.result()
+                loaded = time.perf_counter()
+                if aligning is not None:
+                    refiner, skipped = aligning.result()
+                    waiting += time.perf_counter() - loaded
+            start, end = chunk.start, chunk.end
+            done = recognise_chunk(recogniser, chunk.samples, language=language,
+                                   beam_size=beam_size, refine=refine and script is None,
+                                   with_script=refine and script is not None,
+                                   refiner=refiner, skipped=skipped,
+                                   progress=_after(start, report))
+            del chunk  # the samples go before the next chunk is decoded
+            if first_word is None and done.first_word is not None:
+                first_word = done.first_word - began
+            if spoken is None:
+                # Like one call on the whole file: the language heard first holds.
+                spoken = done.language
+                language = language or done.language
+            refiner, skipped = done.refiner, done.skipped
+            kept += done.kept or []
+            refining += done.refine_seconds
+            waiting += done.wait_seconds
+            segments += [_moved(piece, start, len(segments) + i)
+                         for i, piece in enumerate(done.segments)]
+            report(end)
+    finally:
+        loader.shutdown(wait=True)  # a load still running finishes; nothing is left behind
     report(total)
     finished = time.perf_counter()
     words = tuple(w for s in segments for w in s.words)
@@ -167,7 +185,7 @@ def transcribe_file(
     if refine:
         refinement = (Refinement(aligner=None, skipped=skipped) if refiner is None else
                       Refinement(aligner=refiner.name, kept=tuple(kept)))
-    timing = {"load_seconds": round(loaded - began, 3),
+    timing = {"load_seconds": round(load_seconds, 3),
               "transcribe_seconds": round(recognising, 3),
               "realtime_factor": round(total / recognising, 2) if recognising > 0 else None,
               "first_word_seconds": None if first_word is None else round(first_word, 3)}
@@ -328,6 +346,12 @@ def recognise_chunk(recogniser: Any, samples: Any, *, language: str | None, beam
         waiting += time.perf_counter() - began_refining
     return ChunkDone(pieces, detected, kept, refiner, skipped, recognised - began, refining,
                      waiting, first[0] if first else None)
+
+
+def _timed(load: Callable[..., Any], *args: Any, **kwargs: Any) -> tuple[Any, float]:
+    """``load(*args, **kwargs)`` and the seconds it took."""
+    began = time.perf_counter()
+    return load(*args, **kwargs), time.perf_counter() - began
 
 
 def _load_refiner(language: str | None) -> tuple[Refiner | None, str | None]:
