@@ -1,8 +1,12 @@
-"""The render prepares while it encodes: stills are decoded scene by scene during the
-render, not all up front, and only those the frames in flight need are held."""
+"""What a render does before its first frame, and what it leaves for later: stills are
+decoded scene by scene during the render, not all up front, and only those the frames in
+flight need are held; the bundled caption font is described without fontTools."""
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 import threading
 import weakref
 from collections import Counter
@@ -14,6 +18,7 @@ from PIL import Image, ImageFile
 
 from canvascast_cli.engines.render import compose
 from canvascast_cli.engines.render.engine import RenderOptions, render
+from canvascast_cli.engines.render.fonts import faces
 from canvascast_cli.engines.render.frames import PreparedImage
 from canvascast_cli.engines.render.inputs import (
     image_problem,
@@ -129,3 +134,45 @@ def test_the_quick_check_finds_a_cut_jpeg_as_the_full_decode_does(media: Path,
     assert quick_image_problem(media / "cut.jpg") == image_problem(media / "cut.jpg")
     if cut == "end":
         assert str(image_problem(media / "cut.jpg")).startswith("is corrupt or truncated")
+
+
+# ---------------------------------------------------------------------------------------
+# The bundled font, described without fontTools
+
+
+def test_the_shipped_bundled_face_is_the_bundled_font() -> None:
+    shipped = json.loads(faces.BUNDLED_RECORD.read_text(encoding="utf-8"))
+    read = faces.read_records(faces.DEFAULT_FONT, all_faces=False)[0]
+    del read["path"]
+    assert shipped["face"] == read, (
+        "the bundled font changed: python -c 'from canvascast_cli.engines.render.fonts."
+        "faces import write_bundled_record; write_bundled_record()'")
+    assert faces._bundled_record() is not None  # and it is used
+
+
+def test_caption_fonts_are_planned_without_fonttools(tmp_path: Path) -> None:
+    code = ("import sys\n"
+            "from pathlib import Path\n"
+            "from canvascast_cli.engines.render.fonts.plan import plan_fonts\n"
+            "plan, problems = plan_fonts(['Hello', 'world!'], (), Path('.'))\n"
+            "assert not plan.missing and not problems\n"
+            "print(plan.primary_name, 'fontTools' in sys.modules)\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          cwd=tmp_path, check=True)
+    assert done.stdout.split("\n")[0] == "DejaVu Sans Bold False"
+
+
+def test_a_changed_bundled_font_is_read_with_fonttools(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    stale = tmp_path / "bundled_face.json"
+    shipped = json.loads(faces.BUNDLED_RECORD.read_text(encoding="utf-8"))
+    stale.write_text(json.dumps({**shipped, "sha256": "0" * 64}))
+    monkeypatch.setattr(faces, "BUNDLED_RECORD", stale)
+    faces._bundled_record.cache_clear()
+    try:
+        assert faces._bundled_record() is None
+        face = faces.bundled_face()
+    finally:
+        faces._bundled_record.cache_clear()
+    assert (face.fullname, face.ass_name, face.origin) == (
+        "DejaVu Sans Bold", "DejaVu Sans Bold", "bundled")
+    assert face.covers("é") and not face.covers("\u4e2d")

@@ -1,9 +1,14 @@
 """A font file's faces: the name libass matches each by, whether libass can draw it (outlines,
 no colour tables), which clusters it covers; read with fontTools (imported on first
-read) and memoised per file for the life of the process. Also the bundled face."""
+read) and memoised per file for the life of the process. Also the bundled face, whose
+description ships beside this module (``bundled_face.json``): reading it with fontTools
+costs ~0.2 s of every captioned render's start-up, before the first frame."""
 
 from __future__ import annotations
 
+import functools
+import hashlib
+import json
 import unicodedata
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -176,4 +181,37 @@ def _describe(font: Any, path: Path, index: int) -> dict[str, Any]:
 
 def bundled_face() -> Face:
     """The bundled DejaVu Sans Bold: always a fallback, and the default caption font."""
-    return read_faces(DEFAULT_FONT, origin="bundled")[0]
+    record = _bundled_record()
+    if record is None:  # the font file is not the one the record describes
+        return read_faces(DEFAULT_FONT, origin="bundled")[0]
+    return Face(DEFAULT_FONT, record["index"], families=record["families"],
+                fullname=record["fullname"], psname=record["psname"],
+                postscript=record["postscript"], weight=record["weight"],
+                italic=record["italic"], drawable=record["drawable"],
+                coverage=record["coverage"], origin="bundled")
+
+
+BUNDLED_RECORD = Path(__file__).with_name("bundled_face.json")
+
+
+@functools.cache
+def _bundled_record() -> dict[str, Any] | None:
+    """``read_records``' description of the bundled face, from ``BUNDLED_RECORD``; None
+    unless it was made from the bundled font file as it is (its SHA-256)."""
+    try:
+        shipped = json.loads(BUNDLED_RECORD.read_text(encoding="utf-8"))
+        digest = hashlib.sha256(DEFAULT_FONT.read_bytes()).hexdigest()
+    except (OSError, ValueError):
+        return None
+    if shipped.get("sha256") != digest:
+        return None
+    return _face_record(shipped["face"])
+
+
+def write_bundled_record() -> None:
+    """Write ``BUNDLED_RECORD`` from the bundled font file (after changing that file)."""
+    face = read_records(DEFAULT_FONT, all_faces=False)[0]
+    del face["path"]  # where the package is installed: filled in when read
+    digest = hashlib.sha256(DEFAULT_FONT.read_bytes()).hexdigest()
+    BUNDLED_RECORD.write_text(json.dumps({"sha256": digest, "face": face}) + "\n",
+                              encoding="utf-8")
