@@ -71,12 +71,17 @@ def decode_raw(video: Path, raw: Path) -> None:
                     "-pix_fmt", PIPE_PIX_FMT, str(raw)], check=True)
 
 
-def time_pure_encode(raw: Path, width: int, height: int, fps: float, preset: str, crf: int,
-                     out: Path) -> float:
+def pure_encode_command(raw: Path, width: int, height: int, fps: float, preset: str, crf: int,
+                        out: Path) -> list[str]:
     # Same raw layout the render pipes, same encoder settings, nothing else.
-    args = [ffmpeg_exe(), "-v", "error", "-y", "-f", "rawvideo", "-pix_fmt", PIPE_PIX_FMT,
+    return [ffmpeg_exe(), "-v", "error", "-y", "-f", "rawvideo", "-pix_fmt", PIPE_PIX_FMT,
             "-video_size", f"{width}x{height}", "-framerate", f"{fps:g}", "-i", str(raw),
             "-c:v", "libx264", "-preset", preset, "-crf", str(crf), "-f", "mp4", str(out)]
+
+
+def time_pure_encode(raw: Path, width: int, height: int, fps: float, preset: str, crf: int,
+                     out: Path) -> float:
+    args = pure_encode_command(raw, width, height, fps, preset, crf, out)
     began = time.perf_counter()
     subprocess.run(args, check=True)
     return time.perf_counter() - began
