@@ -104,7 +104,8 @@ class _Finder:
 
 
 def install() -> None:
-    """Once per process, before typer.rich_utils is first imported (a no-op after)."""
+    """Both, once per process (again: a no-op); the renderer's part only if typer.rich_utils
+    is not imported yet."""
     _coerce_missing_values_without_pydantic()
     if TARGET in sys.modules or any(isinstance(f, _Finder) for f in sys.meta_path):
         return
