@@ -123,8 +123,15 @@ class _NoAdapter:
 
 
 def _coerce_missing_values_without_pydantic() -> None:
-    from typer.core import _TyperParameter
-
+    """Typer 0.29's internals; another typer (installed without requirements.lock) keeps
+    its own coercion: slower help, same behaviour."""
+    try:
+        from typer._coercion import RuntimeParam
+        from typer.core import _TyperParameter
+    except ImportError:
+        return
+    if not (hasattr(_TyperParameter, "process_value") and hasattr(RuntimeParam, "coerce")):
+        return
     process_value = _TyperParameter.process_value
     if getattr(process_value, "_canvascast", False):
         return
