@@ -10,6 +10,8 @@ range ``[start, end)`` renders the same frames as the whole video does.
 
 from __future__ import annotations
 
+import contextlib
+import os
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -68,17 +70,19 @@ class FramePlan:
 
 
 class Compositor:
-    """Makes frames. One caller thread (stills are prepared on a helper thread); frames in
-    increasing order are fastest."""
+    """Makes frames. One caller thread (stills are prepared on a helper thread, at
+    ``niceness``: Linux sets it per thread); frames in increasing order are fastest."""
 
-    def __init__(self, timeline: Timeline, images: list[Path], *, prefetch: bool = True) -> None:
+    def __init__(self, timeline: Timeline, images: list[Path], *, prefetch: bool = True,
+                 niceness: int = 0) -> None:
         self.timeline = timeline
         self.plan = FramePlan(timeline)
         out = timeline.output
         self.width, self.height = out.width, out.height
         self._images = images
         self._prepared: dict[int, Future[PreparedImage]] = {}
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="prepare")
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="prepare",
+                                        initializer=_be_nice, initargs=(niceness,))
         self._prefetch = prefetch
         self._static: dict[int, np.ndarray] = {}
         self._scratch = [FrameBuffer(out.width, out.height) for _ in range(2)]
@@ -148,3 +152,9 @@ class Compositor:
         second = self._scene_frame(b, n, self._scratch[1])
         cv2.addWeighted(first, wa, second, wb, 0.0, dst=out.data)
         return out.data
+
+
+def _be_nice(niceness: int) -> None:
+    if niceness:
+        with contextlib.suppress(OSError):
+            os.nice(niceness)

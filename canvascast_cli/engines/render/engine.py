@@ -235,9 +235,10 @@ def _encode(
     """Encode frames ``[start, end)``; returns when the first frame went to ffmpeg
     (``time.perf_counter()``), or None if none did."""
     _single_threaded_opencv()
-    compositor = Compositor(resolved.timeline, resolved.images)
+    # Stills are prepared at the frame maker's niceness (see _FramePipeline), the first
+    # frame's while the captions are written and ffmpeg starts.
+    compositor = Compositor(resolved.timeline, resolved.images, niceness=_FRAME_NICENESS)
     try:
-        # The first frame's stills decode while the captions are written and ffmpeg starts.
         compositor.prepare_ahead(start)
         args = _prepare_ffmpeg(resolved, destination, work, options, start, end)
         frames_total = end - start
