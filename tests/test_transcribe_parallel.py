@@ -53,7 +53,9 @@ def test_who_goes_parallel() -> None:
     assert default_workers(600, cpus=1) == 1
     assert default_workers(600, cpus=2, gpu=True) == 1
     assert default_workers(parallel.PARALLEL_MIN_SECONDS - 1, cpus=2) == 1
-    assert default_workers(61, cpus=8) == 2  # no piece shorter than MIN_PIECE_SECONDS
+    # no piece shorter than MIN_PIECE_SECONDS
+    assert default_workers(parallel.PARALLEL_MIN_SECONDS + 1, cpus=64) == int(
+        (parallel.PARALLEL_MIN_SECONDS + 1) // parallel.MIN_PIECE_SECONDS)
 
 
 def test_pieces_are_even_and_never_too_long() -> None:

@@ -36,9 +36,11 @@ from canvascast_cli.engines.transcribe.audio import SAMPLE_RATE, iter_chunks
 from canvascast_cli.engines.transcribe.models import ModelRef
 from canvascast_cli.engines.transcribe.result import Segment, Word
 
-# Below this length one process transcribes the whole (start-up of a worker, ~1 s, would
-# not pay back); measured with bench/transcribe_speed_bench.py.
-PARALLEL_MIN_SECONDS = 45.0
+# Below this length one process transcribes the whole: worker start-up (a Python, its
+# imports and a model each, ~1 s) would not pay back, and one process's refinement runs
+# in the core CTranslate2 leaves idle, hidden (bench/transcribe_speed_bench.py: at 1 min
+# the serial path beat pieces; docs/performance.md).
+PARALLEL_MIN_SECONDS = 180.0
 # Pieces at most this long (faster-whisper's whole-input buffers stay ~0.25 GB), at least
 # the shortest (one Whisper window: shorter pieces cost accuracy, docs/transcribe.md).
 MAX_PIECE_SECONDS = 300.0
@@ -176,6 +178,9 @@ class PieceResult:
     wait_seconds: float
     load_seconds: float
     peak_mb: float | None
+    # time.perf_counter() in the worker when its first word was decoded (the clock is the
+    # machine's monotonic one on Linux and macOS, the same in every process)
+    first_word: float | None = None
 
 
 @dataclass(frozen=True)
@@ -215,7 +220,8 @@ def _piece(task: PieceTask) -> PieceResult:
                            with_script=not task.refine and task.refine_language)
     return PieceResult(task.index, done.segments, done.language, done.kept, done.skipped,
                        done.aligner, done.recognise_seconds, done.refine_seconds,
-                       done.wait_seconds, float(_worker.get("load_seconds", 0.0)), peak_rss_mb())
+                       done.wait_seconds, float(_worker.get("load_seconds", 0.0)), peak_rss_mb(),
+                       done.first_word)
 
 
 def _refine_piece(path: str, words: list[Word], offset: float
@@ -251,7 +257,7 @@ class ParallelRun:
     refine_seconds: float
     wait_seconds: float
     load_seconds: float
-    first_piece_seconds: float | None
+    first_piece_seconds: float | None  # when the first word was decoded
     worker_peak_mb: list[float]
     pieces: list[tuple[str, float, float]]  # the .npy files kept for a second pass
 
@@ -286,12 +292,9 @@ def run_pieces(pool: Executor, workers: int, audio_path: Path, duration: float,
         futures.append((pool.submit(piece, task), path, chunk.start, chunk.end))
         del chunk
     results: list[PieceResult] = []
-    first: float | None = None
     done = 0.0
     for future, _path, start, end in futures:
         result = future.result()
-        if first is None:
-            first = time.perf_counter() - began
         results.append(result)
         done += end - start
         report(done)
@@ -305,6 +308,9 @@ def run_pieces(pool: Executor, workers: int, audio_path: Path, duration: float,
         for i, future in again.items():
             results[i] = future.result()
     loads = [f.result() for f in warm]
+    # The first word decoded, in whichever worker; else when the first piece came back.
+    heard = [r.first_word for r in results if r.first_word is not None]
+    first = min(heard) - began if heard else None
     parts = []
     for result, (_future, _path, start, end) in zip(results, futures, strict=True):
         segments = [_moved(s, start) for s in result.segments]
