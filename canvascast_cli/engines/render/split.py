@@ -15,9 +15,10 @@ concat demuxer, puts each timestamp back on the frame grid (the demuxer adds eac
 piece's duration in microseconds, which drifts a tick after ~50 pieces at 29.97 fps),
 and muxes the audio in — video and audio both by stream copy, nothing encoded — into a
 faststart MP4 like the unsplit render's. Given no audio (the host's join of piece blobs),
-the join makes it itself, while it checks the pieces. The video's frames are the pieces'
-frames, bit for bit; its pts equal the unsplit render's. Its bytes do not: x264 codes
-each piece's first frame as an IDR where the unsplit render has a P or B frame.
+the join mixes and encodes it in its own ffmpeg command, as every join once did. The
+video's frames are the pieces' frames, bit for bit; its pts equal the unsplit render's.
+Its bytes do not: x264 codes each piece's first frame as an IDR where the unsplit render
+has a P or B frame.
 
 Where pieces run: ``render_local`` renders them in a pool of worker processes sized to
 the cores, retrying a failed piece alone, and the audio in its own ffmpeg beside them;
@@ -289,10 +290,17 @@ def join(resolved: Any, pieces: Sequence[Path | None], ranges: Sequence[tuple[in
     """Check ``pieces`` (frames ``ranges`` of ``resolved``) and ``audio`` (the whole
     video's, from ``make_audio``/``audio_command``), then concatenate the pieces and mux
     the audio in, both by stream copy, writing ``output`` atomically. Without ``audio``
-    it is made here, while the pieces are checked. Returns the ``RenderResult`` of the
-    whole video (``render_seconds`` from ``began``)."""
+    (the host's join of piece blobs) the same mix is made and encoded in the join's own
+    ffmpeg command. Returns the ``RenderResult`` of the whole video (``render_seconds``
+    from ``began``)."""
     from canvascast_cli.atomic import check_destination, staged
-    from canvascast_cli.engines.render.engine import RenderOptions, RenderResult, _sha256
+    from canvascast_cli.engines.render.audio import build_audio_graph
+    from canvascast_cli.engines.render.engine import (
+        RenderOptions,
+        RenderResult,
+        _sha256,
+        aac_args,
+    )
     from canvascast_cli.engines.render.ffmpeg import FFmpegProcess, ffmpeg_exe
 
     options = options or RenderOptions()
@@ -300,21 +308,19 @@ def join(resolved: Any, pieces: Sequence[Path | None], ranges: Sequence[tuple[in
     total = resolved.timeline.total_frames
     check_plan(ranges, total)
     output = check_destination(output, overwrite=overwrite, what="-o")
+    infos = check_pieces(pieces, ranges)
     out = resolved.output
-    with tempfile.TemporaryDirectory(prefix="canvascast-join-") as work:
-        folder = Path(work)
-        if audio is None:
-            audio = folder / "audio.m4a"
-            making = FFmpegProcess(audio_command(resolved, audio, options))
-            try:
-                infos = check_pieces(pieces, ranges)
-                _finish(making)
-            finally:
-                making.kill()  # at once when the check failed
-        else:
-            infos = check_pieces(pieces, ranges)
+    if audio is None:
+        graph = build_audio_graph(resolved, 1, 0.0, total / out.fps)
+        sound = [*graph.inputs, "-filter_complex", ";".join(graph.filters),
+                 "-map", "0:v", "-map", graph.label, "-c:v", "copy", *aac_args(options)]
+    else:
         check_audio(audio, total / out.fps)
-        step = Fraction(out.rate.denominator, out.rate.numerator) / infos[0].time_base
+        sound = ["-i", str(audio.absolute()), "-map", "0:v", "-map", "1:a", "-c", "copy"]
+    step = Fraction(out.rate.denominator, out.rate.numerator) / infos[0].time_base
+    with staged(output, overwrite=overwrite, suffix=".part.mp4") as tmp, \
+            tempfile.TemporaryDirectory(prefix="canvascast-join-") as work:
+        folder = Path(work)
         lines = []
         for n, piece in enumerate(pieces):
             assert piece is not None
@@ -331,19 +337,17 @@ def join(resolved: Any, pieces: Sequence[Path | None], ranges: Sequence[tuple[in
         grid = (["-bsf:v", f"setts=pts=round(PTS/{step.numerator})*{step.numerator}:"
                  f"dts=round(DTS/{step.numerator})*{step.numerator}"]
                 if step.denominator == 1 else [])
-        with staged(output, overwrite=overwrite, suffix=".part.mp4") as tmp:
-            _finish(FFmpegProcess([
-                ffmpeg_exe(options.ffmpeg), "-hide_banner", "-loglevel", "error", "-nostats",
-                "-nostdin", "-f", "concat", "-safe", "0", "-i", "pieces.txt",
-                "-i", str(audio.absolute()), "-map", "0:v", "-map", "1:a", "-c", "copy",
-                *grid, "-movflags", "+faststart", "-f", "mp4", "-y", str(tmp),
-            ], cwd=folder))
-            joined = inspect_piece(tmp)
-            if joined.frames != total or not joined.dts_increasing:
-                raise JobFailed(f"the joined video has {joined.frames} frames (expected "
-                                f"{total})" + ("" if joined.dts_increasing else
-                                               " and decode timestamps that do not increase"))
-            digest, size = _sha256(tmp)
+        _finish(FFmpegProcess([
+            ffmpeg_exe(options.ffmpeg), "-hide_banner", "-loglevel", "error", "-nostats",
+            "-nostdin", "-f", "concat", "-safe", "0", "-i", "pieces.txt", *sound, *grid,
+            "-movflags", "+faststart", "-f", "mp4", "-y", str(tmp),
+        ], cwd=folder))
+        joined = inspect_piece(tmp)
+        if joined.frames != total or not joined.dts_increasing:
+            raise JobFailed(f"the joined video has {joined.frames} frames (expected {total})"
+                            + ("" if joined.dts_increasing else
+                               " and decode timestamps that do not increase"))
+        digest, size = _sha256(tmp)
     elapsed = time.perf_counter() - began
     plan_fonts = getattr(resolved, "fonts", None)
     warnings: tuple[str, ...] = ()
