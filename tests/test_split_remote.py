@@ -371,9 +371,19 @@ def test_a_split_render_through_the_job_api_equals_the_local_one(
     doc = remote.json()
     assert doc["backend"] == "http" and doc["pieces"] == 3 and doc["fallback"] is None
     assert doc["frames"] == local.json()["frames"]
-    # The same pieces, joined by the same code on the host: the same bytes.
-    assert Path("remote.mp4").read_bytes() == Path("local.mp4").read_bytes()
-    assert doc["sha256"] == local.json()["sha256"]
+    # The same pieces, joined on the host: the same frames and the same audio (the host
+    # mixes the audio in the join's own command, the local path beside the pieces, so
+    # the containers' bytes may differ).
+    from tests.helpers import decode_audio, decode_frames
+
+    remote_frames, local_frames = decode_frames(Path("remote.mp4")), decode_frames(
+        Path("local.mp4"))
+    assert len(remote_frames) == len(local_frames)
+    assert all((a == b).all() for a, b in zip(remote_frames, local_frames, strict=True))
+    remote_audio, local_audio = decode_audio(Path("remote.mp4")), decode_audio(
+        Path("local.mp4"))
+    assert remote_audio.shape == local_audio.shape
+    assert abs(remote_audio - local_audio).max() < 1e-3
     assert TOKEN not in remote.stdout + remote.stderr
     assert json.loads(remote.stdout)["bytes_down"] == Path("remote.mp4").stat().st_size
 
@@ -406,7 +416,8 @@ def test_a_split_render_on_modal_joins_the_pieces_on_the_volume(
                          output=output, options=RenderOptions())
 
     ranges = [(0, 10), (10, 20), (20, 31)]
-    here = split.render_local(render_job(tmp_path / "local.mp4"), ranges, workers=1)
+    here_path = tmp_path / "local.mp4"
+    split.render_local(render_job(here_path), ranges, workers=1)
 
     sdk = FakeModal()
     volume = sdk.volumes.setdefault(VOLUME, {})
@@ -438,8 +449,12 @@ def test_a_split_render_on_modal_joins_the_pieces_on_the_volume(
     outcome = dispatcher.run_split(*split_jobs(whole, ranges), local=never_local,
                                    fetch=fetch)
     assert outcome.backend == "modal" and outcome.pieces == 3
-    assert (tmp_path / "modal.mp4").read_bytes() == (tmp_path / "local.mp4").read_bytes()
-    assert outcome.value.sha256 == here.sha256
+    from tests.helpers import decode_audio, decode_frames
+
+    joined, alone = decode_frames(tmp_path / "modal.mp4"), decode_frames(here_path)
+    assert len(joined) == len(alone) == 31
+    assert all((a == b).all() for a, b in zip(joined, alone, strict=True))
+    assert abs(decode_audio(tmp_path / "modal.mp4") - decode_audio(here_path)).max() < 1e-3
     spawned = [payload for name, payload in sdk.spawned if name == "render_video"]
     assert len(spawned) == 4
     # The pieces stay on the Volume: the join names them by sha256, a few hundred bytes.
