@@ -4,6 +4,7 @@ x264 encode of the same frames.
     python bench/render_e2e_bench.py                    # 3 rounds, veryfast, CRF 20
     python bench/render_e2e_bench.py --rounds 5
     python bench/render_e2e_bench.py --baseline /tmp/old-checkout   # A/B two versions
+    python bench/render_e2e_bench.py --rounds 0 --first-frame 9      # start-up only
 
 In each round, interleaved (the order rotates from round to round, so a drift in the
 machine's speed hits every side alike):
@@ -25,6 +26,10 @@ by round (render speed relative to the encoder's limit; target >= 0.9); CPU seco
 render_seconds: interpreter, imports, CLI, input checks, exit); and the peak resident
 memory (``ru_maxrss`` from ``wait4``) of the render's process tree (the larger of
 canvascast and its ffmpeg) and of the pure encode's ffmpeg.
+
+``--first-frame N`` adds N interleaved runs per version of a 30-frame render that print
+the seconds from their process start to the first frame piped to ffmpeg (a hook on
+``FrameWriter.write``, where every version hands its frames over; Linux), and their median.
 
 Run it on an otherwise idle machine (the load average is printed before and after): when
 other work competes for the cores, the render (several threads and ffmpeg's) wins a larger
@@ -56,6 +61,31 @@ sys.path.insert(0, str(REPO))
 from bench.render_bench import DEMO, decode_raw, pure_encode_command  # noqa: E402
 from canvascast_cli.timeline import load_timeline_file  # noqa: E402
 
+# Run as ``python -c FIRST_FRAME_HOOK render ...``: canvascast, printing on stderr the
+# seconds from its process start (/proc) to its first frame written to ffmpeg.
+FIRST_FRAME_HOOK = """
+import os, runpy, sys
+from canvascast_cli.engines.render import ffmpeg
+
+def since_start():
+    with open("/proc/self/stat") as f:
+        ticks = int(f.read().rsplit(")", 1)[1].split()[19])
+    with open("/proc/uptime") as f:
+        return float(f.read().split()[0]) - ticks / os.sysconf("SC_CLK_TCK")
+
+write, seen = ffmpeg.FrameWriter.write, []
+
+def first_write(self, data, owner):
+    if not seen:
+        seen.append(since_start())
+        print(f"first_frame_from_start={seen[0]:.3f}", file=sys.stderr, flush=True)
+    return write(self, data, owner)
+
+ffmpeg.FrameWriter.write = first_write
+sys.argv = ["canvascast", *sys.argv[1:]]
+runpy.run_module("canvascast_cli", run_name="__main__", alter_sys=True)
+"""
+
 
 @dataclass(frozen=True)
 class Run:
@@ -63,6 +93,7 @@ class Run:
     cpu: float  # CPU seconds (user + system) of the process and its waited-for children
     max_rss_mb: float  # ru_maxrss of the process and its waited-for children
     stdout: str
+    stderr: str
 
 
 def run(command: list[str], *, cwd: Path, env: dict[str, str] | None = None) -> Run:
@@ -79,24 +110,31 @@ def run(command: list[str], *, cwd: Path, env: dict[str, str] | None = None) -> 
             raise SystemExit(f"{command[:4]}... failed ({proc.returncode}):\n"
                              f"{err.read().decode(errors='replace')[-3000:]}")
         return Run(wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024,
-                   out.read().decode())
+                   out.read().decode(), err.read().decode(errors="replace"))
 
 
-def render_command(out: Path, preset: str, crf: int) -> list[str]:
-    return [sys.executable, "-m", "canvascast_cli", "render", str(DEMO.relative_to(REPO)),
-            "-o", str(out), "--backend", "local", "--json", "--preset", preset,
-            "--crf", str(crf)]
-
-
-def render(checkout: Path, out: Path, args: argparse.Namespace, work: Path
-           ) -> tuple[Run, dict[str, Any]]:
+def render(checkout: Path, out: Path, args: argparse.Namespace, work: Path, *,
+           first_frame: bool = False) -> tuple[Run, dict[str, Any]]:
+    """``canvascast render`` of the demo from ``checkout`` in a fresh process; with
+    ``first_frame``, its first 30 frames under ``FIRST_FRAME_HOOK``."""
     out.unlink(missing_ok=True)
+    python = [sys.executable, "-c", FIRST_FRAME_HOOK] if first_frame else [
+        sys.executable, "-m", "canvascast_cli"]
+    command = [*python, "render", str(DEMO.relative_to(REPO)), "-o", str(out),
+               "--backend", "local", "--json", "--preset", args.preset, "--crf",
+               str(args.crf), *(["--frames", "0:30"] if first_frame else [])]
     with tempfile.TemporaryDirectory(prefix="home-", dir=work) as home:
         env = {**os.environ, "CANVASCAST_HOME": home}
         if not args.no_bytecode:
             env.pop("PYTHONDONTWRITEBYTECODE", None)
-        done = run(render_command(out, args.preset, args.crf), cwd=checkout, env=env)
+        done = run(command, cwd=checkout, env=env)
     return done, json.loads(done.stdout)
+
+
+def first_frame_seconds(checkout: Path, args: argparse.Namespace, work: Path) -> float:
+    done, _ = render(checkout, work / "first.mp4", args, work, first_frame=True)
+    line = next(x for x in done.stderr.splitlines() if x.startswith("first_frame_from_start="))
+    return float(line.partition("=")[2])
 
 
 def main() -> None:
@@ -108,6 +146,8 @@ def main() -> None:
                         help="another checkout whose render is timed alongside")
     parser.add_argument("--no-bytecode", action="store_true",
                         help="keep PYTHONDONTWRITEBYTECODE for the renders (imports compile)")
+    parser.add_argument("--first-frame", type=int, default=0, metavar="N",
+                        help="also time process start to first frame, N runs per version")
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
     args = parser.parse_args()
 
@@ -119,16 +159,18 @@ def main() -> None:
     print(f"{os.cpu_count()} cores, load {os.getloadavg()[0]:.2f}; {timeline.total_frames} "
           f"frames {out_spec.width}x{out_spec.height}; {args.preset}, CRF {args.crf}",
           file=sys.stderr)
+    checkouts = {"render": REPO, **({"baseline": args.baseline} if args.baseline else {})}
+    firsts: dict[str, list[float]] = {side: [] for side in checkouts}
     with tempfile.TemporaryDirectory(prefix="canvascast-e2e-") as tmp:
         work = Path(tmp)
-        raw = work / "frames.yuv"
         # Warm-up (untimed): OS caches, bytecode; its frames become the pure encode's input.
-        render(REPO, work / "warm.mp4", args, work)
-        if args.baseline:
-            render(args.baseline, work / "warm.mp4", args, work)
-        decode_raw(work / "warm.mp4", raw)
-        pure = pure_encode_command(raw, out_spec.width, out_spec.height, out_spec.fps,
-                                   args.preset, args.crf, work / "pure.mp4")
+        for checkout in checkouts.values():
+            render(checkout, work / "warm.mp4", args, work, first_frame=not args.rounds)
+        if args.rounds:
+            raw = work / "frames.yuv"
+            decode_raw(work / "warm.mp4", raw)
+            pure = pure_encode_command(raw, out_spec.width, out_spec.height, out_spec.fps,
+                                       args.preset, args.crf, work / "pure.mp4")
         for n in range(args.rounds):
             order = sides[n % len(sides):] + sides[: n % len(sides)]
             for side in order:
@@ -136,21 +178,28 @@ def main() -> None:
                     (work / "pure.mp4").unlink(missing_ok=True)
                     times[side].append(run(pure, cwd=work))
                     continue
-                checkout = REPO if side == "render" else args.baseline
-                done, report = render(checkout, work / f"{side}.mp4", args, work)  # type: ignore[arg-type]
+                done, report = render(checkouts[side], work / f"{side}.mp4", args, work)
                 times[side].append(done)
                 reports[side].append(report)
             print(f"  round {n + 1}: " + ", ".join(
                 f"{side} {times[side][-1].wall:.2f} s" for side in sides), file=sys.stderr)
+        for n in range(args.first_frame):
+            for side in list(checkouts)[n % 2:] + list(checkouts)[: n % 2]:
+                firsts[side].append(first_frame_seconds(checkouts[side], args, work))
+            print(f"  first frame {n + 1}: " + ", ".join(
+                f"{side} {firsts[side][-1]:.3f} s" for side in checkouts), file=sys.stderr)
 
     print(f"load {os.getloadavg()[0]:.2f}", file=sys.stderr)
-    rows = {side: summary(times[side], times["pure"], reports.get(side, []))
-            for side in sides}
+    rows: dict[str, dict[str, object]] = {}
+    for side in sides:
+        rows[side] = summary(times[side], times["pure"], reports.get(side, []))
+        if firsts.get(side):
+            rows[side]["first_frame_from_start_s"] = round(statistics.median(firsts[side]), 3)
     if args.json:
         print(json.dumps(rows, indent=2))
         return
     keys = list(dict.fromkeys(k for row in rows.values() for k in row))
-    width = max(map(len, keys))
+    width = max(map(len, keys), default=0)
     print(f"{'':{width}}  " + "  ".join(f"{side:>10}" for side in sides))
     for key in keys:
         print(f"{key:{width}}  " + "  ".join(f"{rows[s].get(key, '-')!s:>10}" for s in sides))
@@ -158,6 +207,8 @@ def main() -> None:
 
 def summary(runs: list[Run], pure: list[Run], reports: list[dict[str, Any]]
             ) -> dict[str, object]:
+    if not runs:
+        return {}
     row: dict[str, object] = {
         "wall_s": round(statistics.median(r.wall for r in runs), 2),
         "cpu_s": round(statistics.median(r.cpu for r in runs), 2),
@@ -175,7 +226,7 @@ def summary(runs: list[Run], pure: list[Run], reports: list[dict[str, Any]]
             r.wall - float(rep["render_seconds"]) for r, rep in zip(runs, reports,
                                                                      strict=True)), 2)
         firsts = [rep.get("first_frame_seconds") for rep in reports]
-        if all(f is not None for f in firsts):
+        if all(f is not None for f in firsts):  # a version that reports it
             row["first_frame_s"] = round(statistics.median(float(f) for f in firsts), 3)
     return row
 
