@@ -24,10 +24,11 @@ taken within a round much less).
   either side of every seam (and over all frames).
 
 Then a model of a 10-minute 1080p30 video on 1, 5, 10, 20 and 50 containers. A container
-runs its job alone, so the model is built from the CPU medians (other jobs on this shared
+runs its job alone, so the model is built from the CPU shares (other jobs on this shared
 machine stretch wall times, unevenly), anchored on the render's quiet speed in
-docs/performance.md; with ``cost.GUESSES``' cold start (a guess: no Modal render cold
-start is measured in the ledger or the notes yet) and stated transfer rates (no network);
+docs/performance.md on both cores (one-threaded work: wall = CPU); with
+``cost.GUESSES``' cold start (a guess: no Modal render cold start is measured in the
+ledger or the notes yet) and stated transfer rates (no network);
 cost = container-seconds x ``config.function_cost_per_second``. Printed twice: with cold
 containers and with a warm pool; the last column is the join making the audio itself,
 after the pieces (a host join given no audio blob). No timed assertions: this prints.
