@@ -67,6 +67,7 @@ from canvascast_cli.records import Seconds, Usd
 from canvascast_cli.retry import RetryPolicy
 
 T = TypeVar("T")
+S = TypeVar("S")  # what a fetch is given: one status, or every piece's
 POLL_WAIT = 20.0  # seconds one long-poll may wait on the server
 QUEUE_SLACK = 600.0  # seconds a job may wait for a container on top of its own timeout
 PIECE_POLL = 1.0  # seconds between two polls of a split run's running pieces
@@ -237,15 +238,10 @@ class Dispatcher:
 
         def fetched(session: _Session, done: list[JobStatus], estimate: cost.Estimate,
                     bytes_up: int) -> Outcome[T]:
-            counting = _Counting(session.backend)
-            try:
-                value = fetch(cast(Backend, counting), done)
-            except IntegrityError as first:
-                self.warn(f"{first.message}; fetching again")
-                value = fetch(cast(Backend, counting), done)
+            value, bytes_down = self._fetch(session.backend, done, fetch)
             return Outcome(value, backend=session.name, choice=self.choice,
                            job_id=done[-1].id, attempts=1, estimate=estimate,
-                           bytes_up=bytes_up, bytes_down=counting.bytes)
+                           bytes_up=bytes_up, bytes_down=bytes_down)
 
         return self._or_local(pieces[0], lambda: self._remote_split(pieces, fetched), local)
 
@@ -616,8 +612,10 @@ class Dispatcher:
         with contextlib.suppress(CanvasCastError, OSError):
             backend.cancel(job_id)
 
-    def _fetch(self, backend: Backend, status: JobStatus,
-               fetch: Callable[[Backend, JobStatus], T]) -> tuple[T, int]:
+    def _fetch(self, backend: Backend, status: S,
+               fetch: Callable[[Backend, S], T]) -> tuple[T, int]:
+        """``fetch(backend, status)`` and the bytes it downloaded; a sha256 mismatch is
+        fetched once more."""
         counting = _Counting(backend)
         try:
             value = fetch(cast(Backend, counting), status)
