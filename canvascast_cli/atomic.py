@@ -41,21 +41,6 @@ def staged(dest: Path, *, overwrite: bool = True, suffix: str = ".part") -> Iter
         tmp.unlink(missing_ok=True)
 
 
-@contextmanager
-def scratch(dest: Path, *, suffix: str = ".part") -> Iterator[Path]:
-    """Yield a temporary path beside ``dest`` for an intermediate file; always removed.
-
-    Beside, not in the system's temporary folder: the destination's filesystem has room
-    for the output, and ``/tmp`` may be small or held in memory."""
-    fd, name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=suffix)
-    os.close(fd)
-    path = Path(name)
-    try:
-        yield path
-    finally:
-        path.unlink(missing_ok=True)
-
-
 def publish(tmp: Path, dest: Path, *, overwrite: bool) -> None:
     if overwrite:
         os.replace(tmp, dest)

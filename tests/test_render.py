@@ -500,54 +500,6 @@ def test_ffmpeg_failure_exits_1_with_its_last_lines(cli: Cli, media: Path, tmp_p
     assert _files(Path.cwd()) == before
 
 
-def test_audio_failure_stops_the_video_with_its_error(media: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    """The audio is mixed by its own ffmpeg while the video encodes: when it fails, the
-    video encode stops at once with the audio's error, and nothing is left beside the
-    output (neither the output nor the video-only scratch file)."""
-    import canvascast_cli.engines.render.engine as engine
-    from canvascast_cli.engines.render.inputs import resolve_timeline
-    from canvascast_cli.errors import FFmpegError
-    from canvascast_cli.timeline import parse_timeline
-
-    monkeypatch.setattr(engine, "audio_command", lambda *_a: [
-        "sh", "-c", "echo 'Error: the mix exploded' >&2; exit 1"])
-    timeline = parse_timeline({"output": {"width": 1280, "height": 720, "fps": 30},
-                               "scenes": [{"image": "img0.jpg", "duration": 120,
-                                           "motion": "zoom_in"}]})
-    resolved = resolve_timeline(timeline, media)
-    seen: list[int] = []
-    before = _files(Path.cwd())
-    with pytest.raises(FFmpegError) as caught:
-        engine.render(resolved, Path("a.mp4"), on_progress=lambda done, _t: seen.append(done))
-    assert caught.value.details[-1] == "Error: the mix exploded"
-    assert max(seen, default=0) < timeline.total_frames  # stopped, not rendered to the end
-    assert _files(Path.cwd()) == before
-
-
-def test_successful_render_leaves_only_its_output(cli: Cli, media: Path) -> None:
-    path = write_timeline(media, {"output": small_output(),
-                                  "scenes": [{"image": "img0.jpg", "duration": 1}]})
-    before = _files(Path.cwd())
-    assert cli("render", path, "-o", "only.mp4").exit_code == 0
-    assert _files(Path.cwd()) == before | {"only.mp4"}
-
-
-def test_ffmpeg_process_niceness(tmp_path: Path) -> None:
-    """A lower-priority ffmpeg (the audio mix) runs under nice(1) from its first
-    instruction, every thread included."""
-    import shutil
-
-    from canvascast_cli.engines.render.ffmpeg import FFmpegProcess
-
-    if shutil.which("nice") is None:
-        pytest.skip("no nice(1) here")
-    blocks: list[dict[str, str]] = []
-    proc = FFmpegProcess(["sh", "-c", "echo progress=$(nice)"], niceness=7,
-                         on_progress=blocks.append)
-    proc.finish()
-    assert blocks == [{"progress": str(min(19, os.nice(0) + 7))}]
-
-
 def test_ffmpeg_path_that_is_not_executable(cli: Cli, media: Path) -> None:
     path = write_timeline(media, {"output": small_output(),
                                   "scenes": [{"image": "img0.jpg", "duration": 1}]})
@@ -573,10 +525,9 @@ def test_interrupt_leaves_nothing(media: Path, isolated_env: Path, tmp_path: Pat
                              str(path), "-o", "int.mp4"], cwd=isolated_env, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 60
-    # Wait until the video is being encoded: its temporary file (the video-only scratch
-    # file beside the output, muxed with the audio at the end) has data.
+    # Wait until the render is under way: its temporary file has data.
     while time.monotonic() < deadline:
-        parts = [p for p in isolated_env.iterdir() if p.name.endswith(".video.mp4")]
+        parts = [p for p in isolated_env.iterdir() if p.name.endswith(".part.mp4")]
         if parts and parts[0].stat().st_size > 0:
             break
         time.sleep(0.05)

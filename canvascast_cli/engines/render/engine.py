@@ -1,9 +1,8 @@
-"""Timeline -> H.264/AAC MP4, with two ffmpeg processes per video.
+"""Timeline -> H.264/AAC MP4, with one ffmpeg process per video.
 
 Python makes the frames (float-precision Ken Burns warp of each still, crossfades) and
-pipes them raw (NV12) into ffmpeg, which burns in the captions with libass and encodes
-with x264. A writer thread feeds ffmpeg while the next frame is made. A second, lower
-priority ffmpeg mixes and encodes the audio meanwhile; the two are muxed by stream copy.
+pipes them raw (I420) into ffmpeg, which burns in the captions with libass, mixes the
+audio and encodes with x264. A writer thread feeds ffmpeg while the next frame is made.
 
 The same function renders any frame range ``[start, end)`` of a timeline, so a long
 render can later be split across containers and joined by stream copy.
@@ -20,7 +19,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
@@ -28,7 +27,7 @@ import numpy as np
 from pydantic.dataclasses import dataclass as pydantic_dataclass
 
 from canvascast_cli.assets import FONTS_DIR
-from canvascast_cli.atomic import check_destination, scratch, staged
+from canvascast_cli.atomic import check_destination, staged
 from canvascast_cli.engines.render.audio import build_audio_graph
 from canvascast_cli.engines.render.captions import build_ass
 from canvascast_cli.engines.render.compose import Compositor
@@ -128,8 +127,7 @@ def render(
     began = time.perf_counter()
     with staged(output, overwrite=overwrite, suffix=".part.mp4") as tmp, \
             tempfile.TemporaryDirectory(prefix="canvascast-render-") as work:
-        encode = _encode if options.video_only else _encode_beside_audio
-        first_frame = encode(resolved, tmp, Path(work), options, start, end, on_progress)
+        first_frame = _encode(resolved, tmp, Path(work), options, start, end, on_progress)
         elapsed = time.perf_counter() - began
         digest, size = _sha256(tmp)
 
@@ -225,69 +223,6 @@ def aac_args(options: RenderOptions) -> list[str]:
             "-ar", "48000", "-ac", "2"]
 
 
-def audio_command(resolved: ResolvedTimeline, path: Path, options: RenderOptions,
-                  start: int, end: int) -> list[str]:
-    """The ffmpeg command that writes the audio of frames ``[start, end)`` to ``path``:
-    the mix (narration, music, ducking; ``build_audio_graph`` over the whole video, then
-    cut to the range) encoded once to AAC (``aac_args``) in an audio-only MP4."""
-    fps = resolved.output.fps
-    audio = build_audio_graph(resolved, 0, start / fps, end / fps)
-    return [ffmpeg_exe(options.ffmpeg), "-hide_banner", "-loglevel", "error", "-nostats",
-            "-nostdin", *audio.inputs, "-filter_complex", ";".join(audio.filters),
-            "-map", audio.label, "-vn", *aac_args(options), "-f", "mp4", "-y", str(path)]
-
-
-def mux_command(video: Path, audio: Path, destination: Path, options: RenderOptions
-                ) -> list[str]:
-    """Video from one file, audio from another, both by stream copy, index up front."""
-    return [ffmpeg_exe(options.ffmpeg), "-hide_banner", "-loglevel", "error", "-nostats",
-            "-nostdin", "-i", str(video), "-i", str(audio), "-map", "0:v", "-map", "1:a",
-            "-c", "copy", "-movflags", "+faststart", "-f", "mp4", "-y", str(destination)]
-
-
-def finish(proc: FFmpegProcess) -> None:
-    """Wait for ``proc`` (FFmpegError if it failed); killed if anything interrupts it."""
-    try:
-        proc.finish()
-    except KeyboardInterrupt as exc:
-        raise Interrupted("render interrupted; nothing was written",
-                          signum=signal_number(exc)) from None
-    finally:
-        proc.kill()
-
-
-def _encode_beside_audio(
-    resolved: ResolvedInputs,
-    destination: Path,
-    work: Path,
-    options: RenderOptions,
-    start: int,
-    end: int,
-    on_progress: ProgressCallback | None,
-) -> float | None:
-    """The video (``_encode``, video only) and the audio (``audio_command``) by two ffmpeg
-    processes at once, then muxed into ``destination`` by stream copy.
-
-    The audio mix and its AAC encode (~1.5 s of CPU on the demo) run at the frame maker's
-    niceness, in x264's idle moments, instead of at x264's priority inside its process:
-    the demo renders ~3 % faster end to end, with the same frames and the same AAC bytes
-    (``bench/render_e2e_bench.py``). The video-only file is written beside the output
-    (``atomic.scratch``) and removed; the audio is small and stays in ``work``. If the
-    audio fails, the video encode stops at once with the audio's error."""
-    audio = work / "audio.m4a"
-    mixing = FFmpegProcess(audio_command(resolved, audio, options, start, end), cwd=work,
-                           niceness=_FRAME_NICENESS)
-    try:
-        with scratch(destination, suffix=".video.mp4") as video:
-            first_frame = _encode(resolved, video, work, replace(options, video_only=True),
-                                  start, end, on_progress, watch=mixing)
-            finish(mixing)
-            finish(FFmpegProcess(mux_command(video, audio, destination, options)))
-    finally:
-        mixing.kill()  # at once when the video failed or on Ctrl-C
-    return first_frame
-
-
 def _encode(
     resolved: ResolvedInputs,
     destination: Path,
@@ -296,11 +231,8 @@ def _encode(
     start: int,
     end: int,
     on_progress: ProgressCallback | None,
-    *,
-    watch: FFmpegProcess | None = None,
 ) -> float | None:
-    """Encode frames ``[start, end)`` (``watch``: another ffmpeg whose failure stops the
-    encode with its error); returns when the first frame went to ffmpeg
+    """Encode frames ``[start, end)``; returns when the first frame went to ffmpeg
     (``time.perf_counter()``), or None if none did."""
     _single_threaded_opencv()
     # Stills are prepared at the frame maker's niceness (see _FramePipeline), the first
@@ -317,7 +249,7 @@ def _encode(
 
         proc = FFmpegProcess(args, cwd=work, on_progress=progress)
         try:
-            pipeline = _FramePipeline(compositor, proc, start, end, watch=watch)
+            pipeline = _FramePipeline(compositor, proc, start, end)
             pipeline.run()
             proc.finish()
         except KeyboardInterrupt as exc:
@@ -375,8 +307,7 @@ class _FramePipeline:
     """
 
     def __init__(self, compositor: Compositor, proc: FFmpegProcess, start: int,
-                 end: int, *, watch: FFmpegProcess | None = None) -> None:
-        self.watch = watch
+                 end: int) -> None:
         width, height = compositor.width, compositor.height
         self.compositor, self.proc, self.start, self.end = compositor, proc, start, end
         self.writer: FrameWriter[FrameBuffer] = FrameWriter(
@@ -417,11 +348,7 @@ class _FramePipeline:
         # still inside OpenCV when the interpreter exits aborts the process.
         for done in self.done:
             while not done.wait(timeout=0.2):  # short waits: Ctrl-C reaches this thread
-                if self.watch is not None and self.failure is None and \
-                        self.watch.proc.poll() not in (None, 0):
-                    self.failure = self.watch.error()
-                    self.stop.set()
-                    self.proc.kill()  # unblocks a writer stuck on a full pipe
+                pass
 
     @staticmethod
     def _finally_set(target: Callable[[], None], done: threading.Event) -> None:
@@ -503,5 +430,5 @@ def _sha256(path: Path) -> tuple[str, int]:
     return digest.hexdigest(), size
 
 
-__all__ = ["FFmpegError", "RenderOptions", "RenderResult", "aac_args", "audio_command",
-           "ffmpeg_command", "finish", "mux_command", "render", "x264_args"]
+__all__ = ["FFmpegError", "RenderOptions", "RenderResult", "aac_args", "ffmpeg_command", "render",
+           "x264_args"]

@@ -13,7 +13,6 @@ import ctypes
 import errno
 import fcntl
 import os
-import shutil
 import subprocess
 import sys
 import threading
@@ -60,18 +59,12 @@ class FFmpegProcess:
         *,
         cwd: Path | None = None,
         on_progress: Callable[[dict[str, str]], None] | None = None,
-        niceness: int = 0,
     ) -> None:
         self.args = list(args)
-        # Lower priority through nice(1), set before ffmpeg starts any thread (a
-        # preexec_fn is unsafe in a threaded parent; renicing afterwards races ffmpeg's
-        # threads). Without nice(1) the process runs at normal priority.
-        nice = shutil.which("nice") if niceness else None
-        command = [nice, "-n", str(niceness), *self.args] if nice else self.args
         self._tail: collections.deque[str] = collections.deque(maxlen=_TAIL_LINES)
         self._on_progress = on_progress
         self.proc = subprocess.Popen(
-            command,
+            self.args,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,

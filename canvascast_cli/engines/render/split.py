@@ -218,11 +218,18 @@ def check_pieces(paths: Sequence[Path | None], ranges: Sequence[tuple[int, int]]
 
 
 def audio_command(resolved: Any, path: Path, options: Any) -> list[str]:
-    """The ffmpeg command that writes the whole video's audio to ``path``
-    (``engine.audio_command`` over all frames: the mix as an unsplit render builds it)."""
-    from canvascast_cli.engines.render.engine import audio_command as command
+    """The ffmpeg command that writes the whole video's audio to ``path``: the mix
+    (narration, music, ducking: ``build_audio_graph`` over the whole video, as an unsplit
+    render builds it) encoded once to AAC (``aac_args``) in an audio-only MP4."""
+    from canvascast_cli.engines.render.audio import build_audio_graph
+    from canvascast_cli.engines.render.engine import aac_args
+    from canvascast_cli.engines.render.ffmpeg import ffmpeg_exe
 
-    return command(resolved, path, options, 0, resolved.timeline.total_frames)
+    out = resolved.output
+    audio = build_audio_graph(resolved, 0, 0.0, resolved.timeline.total_frames / out.fps)
+    return [ffmpeg_exe(options.ffmpeg), "-hide_banner", "-loglevel", "error", "-nostats",
+            "-nostdin", *audio.inputs, "-filter_complex", ";".join(audio.filters),
+            "-map", audio.label, "-vn", *aac_args(options), "-f", "mp4", "-y", str(path)]
 
 
 def make_audio(resolved: Any, path: Path, *, options: Any = None) -> Path:
@@ -241,9 +248,15 @@ def make_audio(resolved: Any, path: Path, *, options: Any = None) -> Path:
 
 def _finish(proc: Any) -> None:
     """Wait for ``proc`` (FFmpegError if it failed); killed if anything interrupts."""
-    from canvascast_cli.engines.render.engine import finish
+    try:
+        proc.finish()
+    except KeyboardInterrupt as exc:
+        from canvascast_cli.signals import signal_number
 
-    finish(proc)
+        raise Interrupted("render interrupted; nothing was written",
+                          signum=signal_number(exc)) from None
+    finally:
+        proc.kill()
 
 
 def check_audio(path: Path, seconds: float) -> None:
