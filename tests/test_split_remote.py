@@ -304,6 +304,47 @@ def test_pieces_in_flight_stay_within_max_containers(rig: Callable[..., Rig]) ->
     assert outcome.pieces == 3 and r.backends[0].most_at_once == 2
 
 
+def test_many_pieces_are_polled_within_a_rate(rig: Callable[..., Rig],
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """25 running pieces are not polled 25 times a second: the polls stay within
+    PIECE_POLLS_PER_SECOND on average, and speed up again once few pieces remain, so
+    the last piece's end is seen within PIECE_POLL."""
+    from canvascast_cli.dispatch import dispatcher as module
+    from canvascast_cli.protocol import parse_payload
+
+    ranges = [(n, n + 1) for n in range(25)]
+    polls_left = {f"{a}:{b}": 40 + a for a, b in ranges}  # pieces end one after another
+
+    def script(name: str, attempt: int) -> list[JobStatus | errors.CanvasCastError]:
+        if name == "join":
+            return fine(name, attempt)
+        return [*[running(0.5)] * polls_left[name], done(name, 1)]
+
+    r = rig(script, max_containers=50)
+    clock = r.dispatcher.clock
+    polled_at: list[float] = []
+    status = FakeBackend.status
+
+    def counted(self: FakeBackend, job_id: str, wait: float = 0.0) -> JobStatus:
+        polled_at.append(clock())
+        return status(self, job_id, wait)
+
+    monkeypatch.setattr(FakeBackend, "status", counted)
+    whole = RemoteJob("render_video", parse_payload("render_video", {"timeline": TIMELINE}),
+                      units=25.0, unit="frames")
+    assert r.dispatcher.run_split(*split_jobs(whole, ranges), local=never_local,
+                                  fetch=fetched).pieces == 25
+    piece_polls = polled_at[:-1]  # the join's own long-poll last
+    rounds = sorted(set(piece_polls))
+    # One burst per round; each burst, spread over the wait before the next round,
+    # stays within the rate.
+    for before, after in itertools.pairwise(rounds):
+        assert piece_polls.count(before) / (after - before) <= (
+            module.PIECE_POLLS_PER_SECOND * (1 + 1e-6))
+    assert rounds[1] - rounds[0] == pytest.approx(25 / module.PIECE_POLLS_PER_SECOND)
+    assert rounds[-1] - rounds[-2] == pytest.approx(module.PIECE_POLL)  # one piece left
+
+
 def test_a_half_open_circuit_lets_one_piece_try_first(rig: Callable[..., Rig]) -> None:
     from canvascast_cli.dispatch.breaker import CircuitBreaker, SQLiteStorage
 

@@ -70,7 +70,11 @@ T = TypeVar("T")
 S = TypeVar("S")  # what a fetch is given: one status, or every piece's
 POLL_WAIT = 20.0  # seconds one long-poll may wait on the server
 QUEUE_SLACK = 600.0  # seconds a job may wait for a container on top of its own timeout
-PIECE_POLL = 1.0  # seconds between two polls of a split run's running pieces
+PIECE_POLL = 1.0  # seconds between two polls of a split run's running pieces, at least
+# Status requests per second a split run makes at most, on average, across its running
+# pieces: 50 pieces are polled every 5 s, not 50 requests a second; as pieces end the
+# polls speed up again, so the last piece's end is seen within PIECE_POLL.
+PIECE_POLLS_PER_SECOND = 10.0
 _BLOB_REF = re.compile(BLOB_REF_PATTERN)
 
 
@@ -493,9 +497,11 @@ class Dispatcher:
                             end(piece, "failed", self._localised(exc, piece.job), None)
                             raise
                         running += 1
+                polled = 0
                 for piece in pieces:
                     if piece.job_id is None:
                         continue
+                    polled += 1
                     try:
                         status = backend.status(piece.job_id, wait=0.0)
                     except CanvasCastError as exc:
@@ -530,7 +536,7 @@ class Dispatcher:
                               f"{delay:.1f} s (try {piece.tries + 1} of {session.attempts})")
                 shown()
                 if not all(p.status is not None for p in pieces):
-                    self.sleep(PIECE_POLL)
+                    self.sleep(max(PIECE_POLL, polled / PIECE_POLLS_PER_SECOND))
         except (KeyboardInterrupt, CanvasCastError):
             stop_all()
             raise
