@@ -355,6 +355,21 @@ def test_pieces_and_join_as_jobs_on_the_host(timeline: Path, tmp_path: Path) -> 
         work.check_inputs("render_video", {"timeline": doc, "options": {"pieces": gone}},
                           store)
     assert any("options.pieces[1]" in d for d in missing.value.details)
+    # The audio as a job of its own, then a join that only copies it in: the same
+    # frames and sound as the join that mixed it.
+    sound = work.execute("render_video", {"timeline": doc, "options": {"audio_only": True}},
+                         store).artifact("audio.m4a")
+    assert sound is not None
+    copied = work.execute("render_video", {"timeline": doc, "options": {
+        "pieces": pieces, "audio": sound.sha256}}, store).artifact("video.mp4")
+    assert copied is not None
+    assert len(decode_frames(store.path(copied.sha256))) == TOTAL
+    assert abs(decode_audio(store.path(copied.sha256))
+               - decode_audio(store.path(video.sha256))).max() < 1e-3
+    with pytest.raises(InvalidInput) as missing:  # an audio blob not in the store
+        work.check_inputs("render_video", {"timeline": doc, "options": {
+            "pieces": pieces, "audio": "0" * 64}}, store)
+    assert any("options.audio" in d for d in missing.value.details)
     with pytest.raises(InvalidInput):  # a join is not also a piece
         work.check_inputs("render_video", {"timeline": doc, "options": {
             "pieces": pieces, "video_only": True}}, store)

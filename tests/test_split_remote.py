@@ -33,6 +33,7 @@ from canvascast_cli.protocol import (
     Payload,
     Progress,
     RenderPayload,
+    payload_refs,
 )
 from canvascast_cli.retry import RetryPolicy
 from tests.helpers import Cli, small_output, write_timeline
@@ -45,10 +46,13 @@ TIMELINE = {"output": {"width": 64, "height": 36, "fps": 10},
 
 
 def key(payload: Payload) -> str:
-    """Which job a payload is: ``0:10`` for a piece, ``join`` for the join."""
+    """Which job a payload is: ``0:10`` for a piece, ``audio`` for the audio made beside
+    the pieces, ``join`` for the join."""
     assert isinstance(payload, RenderPayload)
     if payload.options.pieces is not None:
         return "join"
+    if payload.options.audio_only:
+        return "audio"
     assert payload.options.frame_range is not None and payload.options.video_only
     start, end = payload.options.frame_range
     return f"{start}:{end}"
@@ -59,7 +63,7 @@ def piece_sha(name: str) -> str:
 
 
 def done(name: str, frames: int) -> JobStatus:
-    artifact = "video.mp4" if name == "join" else "piece.mp4"
+    artifact = {"join": "video.mp4", "audio": "audio.m4a"}.get(name, "piece.mp4")
     return JobStatus(id="-", state="done", result=JobResult(
         artifacts=[Artifact(name=artifact, sha256=piece_sha(name), size=1)],
         summary={"frames": frames}, billed_seconds=2.0, startup_seconds=1.0,
@@ -80,6 +84,8 @@ Script = Callable[[str, int], list[JobStatus | errors.CanvasCastError]]
 
 
 def fine(name: str, _try: int) -> list[JobStatus | errors.CanvasCastError]:
+    if name == "audio":
+        return [running(0), done(name, 0)]
     frames = 25 if name == "join" else int(name.split(":")[1]) - int(name.split(":")[0])
     return [running(frames / 2), done(name, frames)]
 
@@ -213,31 +219,52 @@ def never_local() -> str:
     raise AssertionError("ran locally")
 
 
-def test_split_jobs_are_pieces_and_a_join_of_their_blobs() -> None:
-    pieces, join = jobs()
+def test_split_jobs_are_pieces_the_audio_and_a_join_of_their_blobs() -> None:
+    pieces, join, beside = jobs()
     assert [key(p.payload) for p in pieces if p.payload] == ["0:10", "10:20", "20:25"]
     assert [p.units for p in pieces] == [10.0, 10.0, 5.0]
-    joined = join(["a" * 64, "b" * 64, "c" * 64])
+    assert [key(p.payload) for p in beside if p.payload] == ["audio"]
+    assert beside[0].units == 0.0
+    joined = join(["a" * 64, "b" * 64, "c" * 64, "d" * 64])
     assert isinstance(joined.payload, RenderPayload) and joined.units == 0.0
     refs = joined.payload.options.pieces or []
     assert [(r.sha256[0], r.frames) for r in refs] == [("a", [0, 10]), ("b", [10, 20]),
                                                       ("c", [20, 25])]
-    with pytest.raises(ValueError):  # one sha256 per piece, no more, no less
-        join(["a" * 64])
+    assert joined.payload.options.audio == "d" * 64
+    assert payload_refs(joined.payload)["options.audio"] == "blob:" + "d" * 64 + ".m4a"
+    with pytest.raises(ValueError):  # one sha256 per piece and the audio's
+        join(["a" * 64, "b" * 64])
+
+
+def test_audio_only_and_a_join_s_audio_are_checked() -> None:
+    from canvascast_cli.protocol import parse_payload
+
+    def options(**given: Any) -> dict[str, Any]:
+        return {"timeline": TIMELINE, "options": given}
+
+    for bad in ({"audio_only": True, "video_only": True},
+                {"audio_only": True, "frame_range": [0, 10]},
+                {"audio_only": True, "pieces": [{"sha256": "a" * 64, "frames": [0, 25]}]},
+                {"audio": "a" * 64},
+                {"audio": "not a sha", "pieces": [{"sha256": "a" * 64, "frames": [0, 25]}]}):
+        with pytest.raises(errors.InvalidInput):
+            parse_payload("render_video", options(**bad))
 
 
 def test_pieces_run_at_once_then_the_join_over_their_blobs(rig: Callable[..., Rig]) -> None:
     r = rig()
     outcome = r.dispatcher.run_split(*jobs(), local=never_local, fetch=fetched)
     backend = r.backends[0]
-    assert backend.submitted == ["0:10", "10:20", "20:25", "join"]
-    assert backend.most_at_once == 3  # all pieces in flight before any ended
+    assert backend.submitted == ["0:10", "10:20", "20:25", "audio", "join"]
+    assert backend.most_at_once == 4  # all pieces and the audio in flight at once
     refs = backend.join_payload.options.pieces
     assert [(r.sha256, r.frames) for r in refs] == [
         (piece_sha(f"{a}:{b}"), [a, b]) for a, b in RANGES]
+    assert backend.join_payload.options.audio == piece_sha("audio")
     assert outcome.value == piece_sha("join") and outcome.pieces == 3
-    # The bill: every piece's run and start, and the join's.
-    assert outcome.billed_seconds == 8.0 and outcome.startup_seconds == 4.0
+    assert any(n.startswith("3 pieces of about") and "and the audio" in n for n in r.notes)
+    # The bill: every piece's run and start, the audio's and the join's.
+    assert outcome.billed_seconds == 10.0 and outcome.startup_seconds == 5.0
     assert outcome.report().pieces == 3
     # One bar over all pieces' frames, never past the total.
     assert r.bar.stages[0] == ("3 pieces", 25.0)
@@ -245,7 +272,7 @@ def test_pieces_run_at_once_then_the_join_over_their_blobs(rig: Callable[..., Ri
     assert shown[0] == 12.5 and shown[-1] == 25.0 and max(shown) == 25.0
     rows = r.rows()
     assert [(row.status, row.units) for row in rows] == [
-        ("ok", 10.0), ("ok", 10.0), ("ok", 5.0), ("ok", 0.0)]
+        ("ok", 10.0), ("ok", 10.0), ("ok", 5.0), ("ok", 0.0), ("ok", 0.0)]
 
 
 def test_a_failed_piece_is_retried_alone(rig: Callable[..., Rig]) -> None:
@@ -257,14 +284,29 @@ def test_a_failed_piece_is_retried_alone(rig: Callable[..., Rig]) -> None:
     r = rig(script)
     outcome = r.dispatcher.run_split(*jobs(), local=never_local, fetch=fetched)
     backend = r.backends[0]
-    assert backend.submitted == ["0:10", "10:20", "20:25", "10:20", "join"]
+    assert backend.submitted == ["0:10", "10:20", "20:25", "audio", "10:20", "join"]
     assert backend.cancelled == []
     assert outcome.pieces == 3
     assert any("piece 2 of 3 failed (CONTAINER_CRASH" in n and "alone" in n
                for n in r.notes)
     rows = [(row.units, row.status) for row in r.rows()]
-    assert sorted(rows) == [(0.0, "ok"), (5.0, "ok"), (10.0, "failed"), (10.0, "ok"),
-                            (10.0, "ok")]
+    assert sorted(rows) == [(0.0, "ok"), (0.0, "ok"), (5.0, "ok"), (10.0, "failed"),
+                            (10.0, "ok"), (10.0, "ok")]
+
+
+def test_a_failed_audio_job_is_retried_alone(rig: Callable[..., Rig]) -> None:
+    def script(name: str, attempt: int) -> list[JobStatus | errors.CanvasCastError]:
+        if name == "audio" and attempt == 1:
+            return [failed("CONTAINER_CRASH", retryable=True)]
+        return fine(name, attempt)
+
+    r = rig(script)
+    outcome = r.dispatcher.run_split(*jobs(), local=never_local, fetch=fetched)
+    backend = r.backends[0]
+    assert backend.submitted == ["0:10", "10:20", "20:25", "audio", "audio", "join"]
+    assert backend.join_payload.options.audio == piece_sha("audio")
+    assert outcome.pieces == 3
+    assert any(n.startswith("the audio failed (CONTAINER_CRASH") for n in r.notes)
 
 
 def test_bad_input_in_a_piece_cancels_the_others_and_never_falls_back(
@@ -278,8 +320,8 @@ def test_bad_input_in_a_piece_cancels_the_others_and_never_falls_back(
     with pytest.raises(errors.InvalidInput):
         r.dispatcher.run_split(*jobs(), local=never_local, fetch=fetched)
     backend = r.backends[0]
-    assert backend.submitted == ["0:10", "10:20", "20:25"]  # tried once; no join
-    assert sorted(backend.cancelled) == ["job-" + f"{n:032x}" for n in (2, 3)]
+    assert backend.submitted == ["0:10", "10:20", "20:25", "audio"]  # once; no join
+    assert sorted(backend.cancelled) == ["job-" + f"{n:032x}" for n in (2, 3, 4)]
 
 
 def test_a_piece_out_of_tries_falls_back_to_a_local_render(rig: Callable[..., Rig]) -> None:
@@ -295,7 +337,7 @@ def test_a_piece_out_of_tries_falls_back_to_a_local_render(rig: Callable[..., Ri
     backend = r.backends[0]
     attempts = r.dispatcher.settings.functions.render_video.attempts
     assert backend.submitted.count("20:25") == attempts and "join" not in backend.submitted
-    assert sorted(backend.cancelled) == ["job-" + f"{n:032x}" for n in (1, 2)]
+    assert sorted(backend.cancelled) == ["job-" + f"{n:032x}" for n in (1, 2, 4)]
 
 
 def test_pieces_in_flight_stay_within_max_containers(rig: Callable[..., Rig]) -> None:
@@ -316,7 +358,7 @@ def test_many_pieces_are_polled_within_a_rate(rig: Callable[..., Rig],
     polls_left = {f"{a}:{b}": 40 + a for a, b in ranges}  # pieces end one after another
 
     def script(name: str, attempt: int) -> list[JobStatus | errors.CanvasCastError]:
-        if name == "join":
+        if name in ("join", "audio"):
             return fine(name, attempt)
         return [*[running(0.5)] * polls_left[name], done(name, 1)]
 
@@ -341,7 +383,7 @@ def test_many_pieces_are_polled_within_a_rate(rig: Callable[..., Rig],
     for before, after in itertools.pairwise(rounds):
         assert piece_polls.count(before) / (after - before) <= (
             module.PIECE_POLLS_PER_SECOND * (1 + 1e-6))
-    assert rounds[1] - rounds[0] == pytest.approx(25 / module.PIECE_POLLS_PER_SECOND)
+    assert rounds[1] - rounds[0] == pytest.approx(26 / module.PIECE_POLLS_PER_SECOND)
     assert rounds[-1] - rounds[-2] == pytest.approx(module.PIECE_POLL)  # one piece left
 
 
@@ -361,8 +403,8 @@ def test_a_half_open_circuit_lets_one_piece_try_first(rig: Callable[..., Rig]) -
     outcome = r.dispatcher.run_split(*jobs(), local=never_local, fetch=fetched)
     backend = r.backends[0]
     # The trial piece alone; once it closed the circuit, the others at once.
-    assert backend.submitted == ["0:10", "10:20", "20:25", "join"]
-    assert backend.most_at_once == 2 and outcome.pieces == 3
+    assert backend.submitted == ["0:10", "10:20", "20:25", "audio", "join"]
+    assert backend.most_at_once == 3 and outcome.pieces == 3
     assert SQLiteStorage(r.db).get("http:render_video").state.value == "closed"
 
 
@@ -382,8 +424,8 @@ def test_ctrl_c_cancels_every_running_piece(rig: Callable[..., Rig]) -> None:
     r.dispatcher.sleep = interrupting_sleep
     with pytest.raises(KeyboardInterrupt):
         r.dispatcher.run_split(*jobs(), local=never_local, fetch=fetched)
-    assert sorted(r.backends[0].cancelled) == ["job-" + f"{n:032x}" for n in (1, 2, 3)]
-    assert [row.status for row in r.rows()] == ["cancelled"] * 3
+    assert sorted(r.backends[0].cancelled) == ["job-" + f"{n:032x}" for n in (1, 2, 3, 4)]
+    assert [row.status for row in r.rows()] == ["cancelled"] * 4
 
 
 # ---------------------------------------------------------------------------------------
@@ -497,11 +539,13 @@ def test_a_split_render_on_modal_joins_the_pieces_on_the_volume(
     assert all((a == b).all() for a, b in zip(joined, alone, strict=True))
     assert abs(decode_audio(tmp_path / "modal.mp4") - decode_audio(here_path)).max() < 1e-3
     spawned = [payload for name, payload in sdk.spawned if name == "render_video"]
-    assert len(spawned) == 4
-    # The pieces stay on the Volume: the join names them by sha256, a few hundred bytes.
+    assert len(spawned) == 5  # 3 pieces, the audio, the join
+    # The pieces and the audio stay on the Volume: the join names them by sha256, a few
+    # hundred bytes.
     join = spawned[-1]["options"]["pieces"]
     assert [p["frames"] for p in join] == [list(r) for r in ranges]
     assert all(blob_path(p["sha256"]) in volume for p in join)
+    assert blob_path(spawned[-1]["options"]["audio"]) in volume
     assert len(json.dumps(spawned[-1])) < 4096
 
 

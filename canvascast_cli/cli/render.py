@@ -197,7 +197,8 @@ def _render(
     reported: dict[str, Any] = {}  # artifacts the job's host uploaded itself
     first = "render" if choice.name == "local" else "submitting"
     with stages_for(application, first, total, "frames") as stages:
-        in_pieces: tuple[list[RemoteJob], Callable[[list[str]], RemoteJob]] | None = None
+        in_pieces: tuple[list[RemoteJob], Callable[[list[str]], RemoteJob],
+                         list[RemoteJob]] | None = None
         if choice.name == "local":
             remote_job, fetch = RemoteJob("render_video"), None
         else:

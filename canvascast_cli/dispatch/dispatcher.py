@@ -215,11 +215,12 @@ class Dispatcher:
         return self._or_local(job, lambda: self._remote(job, fetch), local)
 
     def run_split(self, pieces: Sequence[RemoteJob], join: Callable[[list[str]], RemoteJob],
-                  *, local: Callable[[], T], fetch: Callable[[Backend, JobStatus], T] | None
-                  ) -> Outcome[T]:
-        """A job in ``pieces`` run at once, each retried alone, then ``join(shas)`` (a job
-        over the pieces' artifacts, which stay on the remote side) fetched as ``run``
-        fetches a job. Falls back to ``local()`` as ``run`` does."""
+                  beside: Sequence[RemoteJob] = (), *, local: Callable[[], T],
+                  fetch: Callable[[Backend, JobStatus], T] | None) -> Outcome[T]:
+        """The jobs in ``pieces`` and ``beside`` (a split render's audio) run at once,
+        each retried alone, then ``join(shas)`` (a job over their artifacts, pieces' then
+        beside's, which stay on the remote side) fetched as ``run`` fetches a job; the
+        outcome counts ``pieces`` only. Falls back to ``local()`` as ``run`` does."""
         if self.choice.name == "local":
             return Outcome(local(), backend="local", choice=self.choice)
         assert fetch is not None and pieces
@@ -229,7 +230,12 @@ class Dispatcher:
             shas = [_piece_artifact(status) for status in done]
             return self._attempts(session, join(shas), fetch, estimate, bytes_up)
 
-        return self._or_local(pieces[0], lambda: self._remote_split(pieces, joined), local)
+        def remote() -> Outcome[T]:
+            outcome = self._remote_split([*pieces, *beside], joined, beside=len(beside))
+            outcome.pieces = len(pieces)
+            return outcome
+
+        return self._or_local(pieces[0], remote, local)
 
     def run_pieces(self, pieces: Sequence[RemoteJob], *, local: Callable[[], T],
                    fetch: Callable[[Backend, list[JobStatus]], T] | None) -> Outcome[T]:
@@ -395,9 +401,10 @@ class Dispatcher:
 
     def _remote_split(self, pieces: Sequence[RemoteJob],
                       after: Callable[[_Session, list[JobStatus], cost.Estimate, int],
-                                      Outcome[T]]) -> Outcome[T]:
-        """Upload every piece's inputs, run the pieces (``_fan_out``), then ``after`` (the
-        join, or the fetch of every piece); the outcome's bill is all of it."""
+                                      Outcome[T]], *, beside: int = 0) -> Outcome[T]:
+        """Upload every piece's inputs, run the pieces (``_fan_out``; the last ``beside``
+        of them jobs beside the pieces), then ``after`` (the join, or the fetch of every
+        piece); the outcome's bill is all of it."""
         function = pieces[0].function
         units = sum(p.units for p in pieces)
         session = self._open_session(function)
@@ -408,7 +415,7 @@ class Dispatcher:
             inputs = replace(pieces[0], uploads={sha: path for piece in pieces
                                                  for sha, path in piece.uploads.items()})
             bytes_up = self._upload_first(session, inputs, estimate)
-            done = self._fan_out(session, pieces)
+            done = self._fan_out(session, pieces, beside=beside)
             outcome = after(session, done, estimate, bytes_up)
         finally:
             session.backend.close()
@@ -423,7 +430,8 @@ class Dispatcher:
         outcome.cold_start = bool(outcome.cold_start or any(r.cold_start for r in results))
         return outcome
 
-    def _fan_out(self, session: _Session, jobs: Sequence[RemoteJob]) -> list[JobStatus]:
+    def _fan_out(self, session: _Session, jobs: Sequence[RemoteJob], *, beside: int = 0
+                 ) -> list[JobStatus]:
         """Run ``jobs`` at once (up to the function's ``max_containers`` in flight) and
         return their final statuses, in order. One thread polls them all without waiting
         (the backends' clients are not shared across threads); the progress shown is
@@ -438,10 +446,12 @@ class Dispatcher:
         pieces = [_Piece(n, job) for n, job in enumerate(jobs)]
         total = sum(job.units for job in jobs)
         unit = jobs[0].unit
-        self.stages.stage(f"{len(jobs)} pieces", total, unit)
-        self.note(f"{len(jobs)} pieces of about {total / len(jobs):.0f} {unit} each, up to "
-                  f"{in_flight} at once on {session.name}; a piece that fails is tried "
-                  "again alone")
+        count = len(jobs) - beside
+        self.stages.stage(f"{count} pieces", total, unit)
+        self.note(f"{count} pieces of about {total / count:.0f} {unit} each"
+                  + (" and the audio" if beside else "")
+                  + f", up to {in_flight} at once on {session.name}; a piece that fails is "
+                  "tried again alone")
 
         def shown() -> None:
             self.stages.update(sum(p.done for p in pieces), total)
@@ -531,7 +541,9 @@ class Dispatcher:
                     delay = session.policy.delay(piece.tries, error)
                     piece.not_before = self.clock() + delay
                     piece.done = 0.0
-                    self.note(f"piece {piece.index + 1} of {len(pieces)} failed "
+                    what = (f"piece {piece.index + 1} of {count}" if piece.index < count
+                            else "the audio")
+                    self.note(f"{what} failed "
                               f"({error.code}: {error.message}); trying it again alone in "
                               f"{delay:.1f} s (try {piece.tries + 1} of {session.attempts})")
                 shown()

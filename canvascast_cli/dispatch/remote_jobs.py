@@ -94,11 +94,13 @@ def render_remote(job: Any, stages: Any = None) -> tuple[RemoteJob, Fetch]:
 
 
 def split_jobs(whole: RemoteJob, ranges: Sequence[tuple[int, int]]
-               ) -> tuple[list[RemoteJob], Callable[[list[str]], RemoteJob]]:
+               ) -> tuple[list[RemoteJob], Callable[[list[str]], RemoteJob], list[RemoteJob]]:
     """A render's ``RemoteJob`` (from ``render_remote``, its cache and upload flags set)
-    -> its pieces (frames ``ranges``, video only, never uploaded to a bucket) and the
-    join of the pieces' artifacts by sha256, which the host checks, concatenates and
-    gives the audio (``Dispatcher.run_split``; docs/scale.md)."""
+    -> its pieces (frames ``ranges``, video only, never uploaded to a bucket), the join
+    of their artifacts by sha256, which the host checks, concatenates and muxes with the
+    audio, and the job beside the pieces that makes that audio once while they render
+    (``Dispatcher.run_split(pieces, join, beside)``; docs/scale.md). ``join`` takes the
+    pieces' shas, then the audio's."""
     assert whole.payload is not None
     data = whole.payload.model_dump(mode="json")
 
@@ -109,14 +111,16 @@ def split_jobs(whole: RemoteJob, ranges: Sequence[tuple[int, int]]
 
     pieces = [variant({"frame_range": [start, end], "video_only": True}, float(end - start),
                       False) for start, end in ranges]
+    # No units: its seconds are not a render's seconds per frame (estimates).
+    audio = variant({"audio_only": True}, 0.0, False)
 
     def join(shas: list[str]) -> RemoteJob:
+        *videos, sound = shas
         refs = [{"sha256": sha, "frames": [start, end]}
-                for sha, (start, end) in zip(shas, ranges, strict=True)]
-        # No units: the join's seconds are not a render's seconds per frame (estimates).
-        return variant({"pieces": refs}, 0.0, bool(data.get("upload")))
+                for sha, (start, end) in zip(videos, ranges, strict=True)]
+        return variant({"pieces": refs, "audio": sound}, 0.0, bool(data.get("upload")))
 
-    return pieces, join
+    return pieces, join, [audio]
 
 
 # ---------------------------------------------------------------------------------------

@@ -37,7 +37,7 @@ from canvascast_cli.records import Seconds
 from canvascast_cli.timeline import Timeline
 
 API = "v1"  # the routes' prefix; a breaking change to any body below is a new one
-API_VERSION = f"{API}.2"  # the document's version (OpenAPI info.version): v1.<revision>
+API_VERSION = f"{API}.3"  # the document's version (OpenAPI info.version): v1.<revision>
 CHUNK = 1 << 20
 
 # ---------------------------------------------------------------------------------------
@@ -153,15 +153,30 @@ class RenderOptions(Payload):
     allow_missing_glyphs: bool = False
     video_only: bool = Field(False, description="A piece of a split render: frame_range "
                              "as video only (artifact piece.mp4), to be joined.")
+    audio_only: bool = Field(False, description="A split render's audio: the whole "
+                             "video's mix encoded once (artifact audio.m4a), made while "
+                             "the pieces render, for the join's audio.")
     pieces: list[PieceRef] | None = Field(
         None, min_length=1, max_length=1000, description="A split render's join: the "
         "pieces (blobs from video_only jobs), in order, covering the whole video; the "
-        "host checks and joins them and mixes the audio (docs/scale.md).")
+        "host checks and joins them with the audio blob named by audio, or else mixes "
+        "the audio itself (docs/scale.md).")
+    audio: str | None = Field(
+        None, pattern=f"^{SHA256_PATTERN}$", description="With pieces: the sha256 of the "
+        "audio an audio_only job made; the join muxes it by stream copy instead of "
+        "mixing the audio itself.")
 
     @model_validator(mode="after")
     def _join_or_piece(self) -> RenderOptions:
-        if self.pieces is not None and (self.frame_range is not None or self.video_only):
-            raise ValueError("pieces (a join) takes neither frame_range nor video_only")
+        if self.pieces is not None and (self.frame_range is not None or self.video_only
+                                        or self.audio_only):
+            raise ValueError("pieces (a join) takes neither frame_range, video_only nor "
+                             "audio_only")
+        if self.audio_only and (self.frame_range is not None or self.video_only):
+            raise ValueError("audio_only (the whole video's audio) takes neither "
+                             "frame_range nor video_only")
+        if self.audio is not None and self.pieces is None:
+            raise ValueError("audio is the audio of a join: it needs pieces")
         return self
 
 
@@ -460,6 +475,8 @@ def payload_refs(payload: Payload) -> dict[str, str]:
         refs = timeline_refs(payload.timeline.model_dump(mode="json"))
         for n, piece in enumerate(payload.options.pieces or ()):
             refs[f"options.pieces[{n}]"] = blob_ref(piece.sha256, ".mp4")
+        if payload.options.audio is not None:
+            refs["options.audio"] = blob_ref(payload.options.audio, ".m4a")
         return refs
     if isinstance(payload, TranscribePayload):
         return {"audio": payload.audio}

@@ -334,7 +334,9 @@ def _render(payload: RenderPayload, store: BlobStore, work: Path, progress: Prog
     timeline = payload.timeline.model_dump(mode="json")
     mapping = _materialise(timeline_refs(timeline), store, work)
     options = payload.options
-    name = "piece.mp4" if options.video_only else "video.mp4"  # a split render's piece
+    # A split render's piece, its audio, or a whole video (or a join of pieces).
+    name = ("piece.mp4" if options.video_only else "audio.m4a" if options.audio_only
+            else "video.mp4")
     job = RenderJob(
         timeline=parse_timeline(rewrite_refs(timeline, mapping), source="timeline"),
         base_dir=work, output=work / name,
@@ -349,8 +351,10 @@ def _render(payload: RenderPayload, store: BlobStore, work: Path, progress: Prog
         from canvascast_cli.net import public_only
 
         transport = public_only()
+    if options.audio_only:
+        return _audio(job, store, transport)
     if options.pieces is not None:
-        rendered = _join(job, options.pieces, store, transport)
+        rendered = _join(job, options.pieces, options.audio, store, transport)
     else:
         rendered = run_render(job, progress=report, transport=transport)
     sha, size = store.put_file(job.output)
@@ -360,18 +364,41 @@ def _render(payload: RenderPayload, store: BlobStore, work: Path, progress: Prog
                      units=float(rendered.frames), unit="frames")
 
 
-def _join(job: Any, pieces: Any, store: BlobStore, transport: Any) -> Any:
-    """A split render's join on the host: the pieces are blobs here (never fetched by
-    the client); they are checked, joined by stream copy, and the audio mixed once."""
+def _resolved(job: Any, transport: Any) -> Any:
     from canvascast_cli.engines.render.inputs import resolve_timeline
+
+    return resolve_timeline(job.timeline, job.base_dir, limits=job.limits,
+                            allow_missing_glyphs=job.allow_missing_glyphs,
+                            transport=transport)
+
+
+def _audio(job: Any, store: BlobStore, transport: Any) -> JobResult:
+    """A split render's audio, made while its pieces render: the whole video's mix,
+    encoded once (``split.make_audio``), kept here for the join (``audio``)."""
+    from canvascast_cli.engines.render.split import make_audio
+
+    resolved = _resolved(job, transport)
+    make_audio(resolved, job.output, options=job.options)
+    sha, size = store.put_file(job.output)
+    seconds = resolved.timeline.total_frames / resolved.output.fps
+    return JobResult(artifacts=[_artifact(job.output.name, sha, size)],
+                     summary={"audio_seconds": round(seconds, 6)}, units=0.0, unit="frames")
+
+
+def _join(job: Any, pieces: Any, audio: str | None, store: BlobStore, transport: Any) -> Any:
+    """A split render's join on the host: the pieces (and the audio an audio_only job
+    made, if named) are blobs here, never fetched by the client; they are checked and
+    joined by stream copy (without ``audio``, the audio is mixed here, once)."""
     from canvascast_cli.engines.render.split import join
 
-    resolved = resolve_timeline(job.timeline, job.base_dir, limits=job.limits,
-                                allow_missing_glyphs=job.allow_missing_glyphs,
-                                transport=transport)
+    resolved = _resolved(job, transport)
     paths = [store.path(p.sha256) if store.has(p.sha256) else None for p in pieces]
     ranges = [(p.frames[0], p.frames[1]) for p in pieces]
-    return join(resolved, paths, ranges, job.output, options=job.options)
+    if audio is not None and not store.has(audio):
+        raise JobFailed(f"the join's audio (blob {audio[:12]}…) is not on this host; "
+                        "render again")
+    return join(resolved, paths, ranges, job.output, options=job.options,
+                audio=store.path(audio) if audio is not None else None)
 
 
 def _transcribe(payload: TranscribePayload, store: BlobStore, work: Path,
