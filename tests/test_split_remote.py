@@ -619,6 +619,12 @@ def test_a_long_recording_through_the_job_api_is_transcribed_in_pieces(
     assert local.exit_code == 0, local.stderr
     monkeypatch.setattr(parallel, "REMOTE_PIECE_SECONDS", 10.0)
     monkeypatch.setattr(parallel, "MIN_PIECE_SECONDS", 10.0)
+    from canvascast_cli.dispatch import remote_jobs
+
+    hashed: list[Path] = []
+    sha256_file = remote_jobs.sha256_file
+    monkeypatch.setattr(remote_jobs, "sha256_file",
+                        lambda path: hashed.append(Path(path)) or sha256_file(path))
     with running_serve(tmp_path / "served") as url:
         monkeypatch.setenv("MODAL_ENDPOINT", url)
         monkeypatch.setenv("MODAL_TOKEN", TOKEN)
@@ -628,6 +634,8 @@ def test_a_long_recording_through_the_job_api_is_transcribed_in_pieces(
     doc = json.loads(Path("remote.json").read_text())
     whole = json.loads(Path("local.json").read_text())
     assert remote.json()["pieces"] == 3 and len(doc["pieces"]) == 3
+    # Only the pieces are hashed (and sent), never the whole recording.
+    assert len(hashed) == 3 and Path(NARRATION).resolve() not in [p.resolve() for p in hashed]
     assert [s["id"] for s in doc["segments"]] == list(range(len(doc["segments"])))
     starts = [w["start"] - 2 for w in doc["words"]]
     assert starts == sorted(starts) and starts[0] >= 0

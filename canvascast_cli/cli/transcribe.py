@@ -249,15 +249,20 @@ def _run(application: Any, job: Any, choice: Any, config: Any, remote: bool,
             remote_job, fetch = RemoteJob("transcribe_audio"), None
         else:
             from canvascast_cli.dispatch.remote_jobs import (
+                audio_seconds,
+                check_transcribe_remote,
                 transcribe_remote,
                 transcribe_split_remote,
             )
 
-            remote_job, fetch = transcribe_remote(job)
-            remote_job, fetch = remote_cache_flag(remote_job, fetch, config, no_cache,
-                                              remote_cache)
-            count = _remote_pieces(job, remote_job.units, config)
-            if count > 1:
+            check_transcribe_remote(job)
+            seconds = audio_seconds(job.audio)
+            count = _remote_pieces(job, seconds, config)
+            if count == 1:  # the whole file hashed and sent only when it goes as is
+                remote_job, fetch = transcribe_remote(job)
+                remote_job, fetch = remote_cache_flag(remote_job, fetch, config, no_cache,
+                                                  remote_cache)
+            else:
                 import tempfile
 
                 from canvascast_cli.engines.transcribe.parallel import cut_to_files
@@ -265,8 +270,8 @@ def _run(application: Any, job: Any, choice: Any, config: Any, remote: bool,
                 stages.stage("cutting at pauses", None, "s")
                 folder = Path(scratch.enter_context(tempfile.TemporaryDirectory(
                     prefix="canvascast-pieces-")))
-                cut = cut_to_files(job.audio, remote_job.units, count, folder)
-                application.out.note(f"{job.audio}: {remote_job.units:.0f} s of audio in "
+                cut = cut_to_files(job.audio, seconds, count, folder)
+                application.out.note(f"{job.audio}: {seconds:.0f} s of audio in "
                                      f"{len(cut)} pieces cut at pauses, one job each")
                 pieces, stitched = transcribe_split_remote(job, cut)
                 pieces = [remote_cache_flag(p, None, config, no_cache, [])[0]

@@ -127,16 +127,23 @@ def split_jobs(whole: RemoteJob, ranges: Sequence[tuple[int, int]]
 # transcribe
 
 
-def transcribe_remote(job: Any) -> tuple[RemoteJob, Fetch]:
-    """A ``TranscribeJob`` -> (RemoteJob, fetch returning the ``Transcript``)."""
+def check_transcribe_remote(job: Any) -> None:
+    """What a ``TranscribeJob`` needs to run remotely, checked before any work: the audio
+    file here, and a model name (not a model file on this machine)."""
     from canvascast_cli.engines.transcribe.models import model_names
-    from canvascast_cli.engines.transcribe.result import Transcript
 
     require_local_files({"AUDIO": job.audio})
     if job.model not in model_names(job.engine):
         raise InvalidInput(f"--model: {job.model!r}: a remote job takes a model name (one "
                            f"of {', '.join(model_names(job.engine))}); a model file on "
                            "this machine works with --local")
+
+
+def transcribe_remote(job: Any) -> tuple[RemoteJob, Fetch]:
+    """A ``TranscribeJob`` -> (RemoteJob, fetch returning the ``Transcript``)."""
+    from canvascast_cli.engines.transcribe.result import Transcript
+
+    check_transcribe_remote(job)
     sha, _size = sha256_file(job.audio)
     ref = blob_ref(sha, job.audio.suffix)
     payload = parse_payload("transcribe_audio", {
@@ -146,7 +153,7 @@ def transcribe_remote(job: Any) -> tuple[RemoteJob, Fetch]:
         "offset": job.offset, "compute_type": job.compute_type,
         "allow_script_mismatch": job.allow_script_mismatch, "refine": job.refine})
     remote = RemoteJob("transcribe_audio", payload, {sha: job.audio},
-                       units=_audio_seconds(job.audio), unit="seconds",
+                       units=audio_seconds(job.audio), unit="seconds",
                        local_names={ref: str(job.audio)})
 
     def fetch(backend: Backend, status: JobStatus) -> Transcript:
@@ -209,7 +216,7 @@ def transcribe_split_remote(job: Any, pieces: list[tuple[float, float, Path]]
     return jobs, fetch
 
 
-def _audio_seconds(path: Path) -> float:
+def audio_seconds(path: Path) -> float:
     """The audio's length for the cost estimate (0 when it cannot be read cheaply)."""
     try:
         import av
