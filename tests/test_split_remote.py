@@ -309,6 +309,26 @@ def test_a_failed_audio_job_is_retried_alone(rig: Callable[..., Rig]) -> None:
     assert any(n.startswith("the audio failed (CONTAINER_CRASH") for n in r.notes)
 
 
+def test_an_older_host_that_does_not_know_the_audio_job_is_named(
+        rig: Callable[..., Rig]) -> None:
+    """A host whose wire format predates ``audio_only`` refuses it as an unknown field:
+    the error says the host is older than the client and how to update it."""
+    def script(name: str, attempt: int) -> list[JobStatus | errors.CanvasCastError]:
+        if name == "audio":
+            return [JobStatus(id="-", state="failed", error=ErrorBody(
+                code="INVALID_INPUT", message="render_video: 1 problem with the payload",
+                details=["options.audio_only: unknown field"]))]
+        return [running(1)]
+
+    r = rig(script, remote_only=False)
+    with pytest.raises(errors.InvalidInput) as caught:
+        r.dispatcher.run_split(*jobs(), local=never_local, fetch=fetched)
+    assert "the host runs an older canvascast than this client" in caught.value.message
+    assert "canvascast deploy" in caught.value.message
+    assert caught.value.details == ["options.audio_only: unknown field"]
+    assert len(r.backends[0].cancelled) == 3  # the pieces
+
+
 def test_bad_input_in_a_piece_cancels_the_others_and_never_falls_back(
         rig: Callable[..., Rig]) -> None:
     def script(name: str, attempt: int) -> list[JobStatus | errors.CanvasCastError]:

@@ -62,7 +62,13 @@ from canvascast_cli.errors import (
     from_dict,
     is_retryable,
 )
-from canvascast_cli.protocol import BLOB_REF_PATTERN, FINISHED, JobStatus, Payload
+from canvascast_cli.protocol import (
+    API_VERSION,
+    BLOB_REF_PATTERN,
+    FINISHED,
+    JobStatus,
+    Payload,
+)
 from canvascast_cli.records import Seconds, Usd
 from canvascast_cli.retry import RetryPolicy
 
@@ -644,7 +650,17 @@ class Dispatcher:
 
     @staticmethod
     def _localised(error: CanvasCastError, job: RemoteJob) -> CanvasCastError:
-        """``error`` with each blob reference it names shown as the user's own file."""
+        """``error`` as its user reads it: each blob reference it names shown as the
+        user's own file, and a payload field the host did not know explained (this client
+        checked the payload against its own wire format before sending it, so the host
+        runs an older one)."""
+        if error.code == InvalidInput.code and any(
+                d.endswith(": unknown field") for d in error.details):
+            body = error.to_dict()
+            body["message"] = (f"{error.message}; the host runs an older canvascast than "
+                               f"this client (wire format {API_VERSION}): deploy again "
+                               "(canvascast deploy), or restart canvascast serve")
+            error = from_dict(body)
         names = job.local_names
         if not names:
             return error
