@@ -259,7 +259,7 @@ def _run(application: Any, job: Any, choice: Any, config: Any, remote: bool,
             seconds = audio_seconds(job.audio)
             count = _remote_pieces(job, seconds, config)
             if count == 1:  # the whole file hashed and sent only when it goes as is
-                remote_job, fetch = transcribe_remote(job)
+                remote_job, fetch = transcribe_remote(job, seconds)
                 remote_job, fetch = remote_cache_flag(remote_job, fetch, config, no_cache,
                                                   remote_cache)
             else:

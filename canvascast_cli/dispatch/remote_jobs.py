@@ -139,8 +139,9 @@ def check_transcribe_remote(job: Any) -> None:
                            "this machine works with --local")
 
 
-def transcribe_remote(job: Any) -> tuple[RemoteJob, Fetch]:
-    """A ``TranscribeJob`` -> (RemoteJob, fetch returning the ``Transcript``)."""
+def transcribe_remote(job: Any, seconds: float | None = None) -> tuple[RemoteJob, Fetch]:
+    """A ``TranscribeJob`` -> (RemoteJob, fetch returning the ``Transcript``);
+    ``seconds``: the audio's length when the caller knows it (else it is probed)."""
     from canvascast_cli.engines.transcribe.result import Transcript
 
     check_transcribe_remote(job)
@@ -153,7 +154,8 @@ def transcribe_remote(job: Any) -> tuple[RemoteJob, Fetch]:
         "offset": job.offset, "compute_type": job.compute_type,
         "allow_script_mismatch": job.allow_script_mismatch, "refine": job.refine})
     remote = RemoteJob("transcribe_audio", payload, {sha: job.audio},
-                       units=audio_seconds(job.audio), unit="seconds",
+                       units=audio_seconds(job.audio) if seconds is None else seconds,
+                       unit="seconds",
                        local_names={ref: str(job.audio)})
 
     def fetch(backend: Backend, status: JobStatus) -> Transcript:
@@ -179,10 +181,9 @@ def transcribe_split_remote(job: Any, pieces: list[tuple[float, float, Path]]
     jobs = []
     for start, end, path in pieces:
         piece = replace(job, audio=path, offset=start, script=None)
-        remote, _fetch = transcribe_remote(piece)
-        jobs.append(replace(remote, units=end - start,
-                            local_names={ref: f"{job.audio} ({start:.1f}-{end:.1f} s)"
-                                         for ref in remote.local_names}))
+        remote, _fetch = transcribe_remote(piece, seconds=end - start)
+        jobs.append(replace(remote, local_names={ref: f"{job.audio} ({start:.1f}-{end:.1f} s)"
+                                                 for ref in remote.local_names}))
 
     def fetch(backend: Backend, done: list[JobStatus]) -> Transcript:
         parts: list[Part] = []
