@@ -3,8 +3,8 @@
 A recording longer than ``PARALLEL_MIN_SECONDS`` on a CPU with more than one core is cut
 into pieces at pauses (``audio.iter_chunks``: the middle of the longest quiet run near
 each nominal cut, never inside a word) and the pieces are transcribed by worker
-processes, each with its own model and one CTranslate2 thread: CTranslate2 keeps only
-~1.25 of 2 cores busy with a single call, two single-threaded calls keep both (see
+processes, each with its own model and one CTranslate2 thread: a single call with two
+threads keeps ~1.75 of 2 cores busy, two single-threaded calls ~1.95 (see
 docs/performance.md). Each worker refines its piece's words as the serial path does
 (``pipeline.recognise_chunk``). The parent decodes the file once, writes each piece to a
 temporary ``.npy`` file as soon as it is cut (the workers load their models meanwhile),
