@@ -139,12 +139,11 @@ def check_transcribe_remote(job: Any) -> None:
                            "this machine works with --local")
 
 
-def transcribe_remote(job: Any, seconds: float | None = None) -> tuple[RemoteJob, Fetch]:
-    """A ``TranscribeJob`` -> (RemoteJob, fetch returning the ``Transcript``);
-    ``seconds``: the audio's length when the caller knows it (else it is probed)."""
+def transcribe_remote(job: Any, seconds: float) -> tuple[RemoteJob, Fetch]:
+    """A ``TranscribeJob``, checked by ``check_transcribe_remote``, whose audio lasts
+    ``seconds`` -> (RemoteJob, fetch returning the ``Transcript``)."""
     from canvascast_cli.engines.transcribe.result import Transcript
 
-    check_transcribe_remote(job)
     sha, _size = sha256_file(job.audio)
     ref = blob_ref(sha, job.audio.suffix)
     payload = parse_payload("transcribe_audio", {
@@ -154,8 +153,7 @@ def transcribe_remote(job: Any, seconds: float | None = None) -> tuple[RemoteJob
         "offset": job.offset, "compute_type": job.compute_type,
         "allow_script_mismatch": job.allow_script_mismatch, "refine": job.refine})
     remote = RemoteJob("transcribe_audio", payload, {sha: job.audio},
-                       units=audio_seconds(job.audio) if seconds is None else seconds,
-                       unit="seconds",
+                       units=seconds, unit="seconds",
                        local_names={ref: str(job.audio)})
 
     def fetch(backend: Backend, status: JobStatus) -> Transcript:
@@ -174,7 +172,8 @@ def transcribe_split_remote(job: Any, pieces: list[tuple[float, float, Path]]
     """A long recording's ``TranscribeJob`` cut into ``pieces`` (``(start, end, file)``
     from ``parallel.cut_to_files``) -> one job per piece (its words come back on the
     recording's clock: the piece's start is the job's offset) and a fetch that stitches
-    their transcripts into one, as the local parallel path does."""
+    their transcripts into one, as the local parallel path does. The job is checked
+    (``check_transcribe_remote``) and the pieces are files cut from its audio."""
     from canvascast_cli.engines.transcribe.parallel import Part, stitch, with_segment_words
     from canvascast_cli.engines.transcribe.result import Refinement, Transcript
 
